@@ -1,0 +1,204 @@
+"""The artifact cache: folders keyed by what made them, written atomically.
+
+A cached artifact is a folder `cache_root()/kind/<key>`. The key hashes the
+artifact's kind, its parameter values and the source of this package, so a
+changed parameter or a changed line of code can never silently reuse a stale
+result (keying by a run's *name* is the mistake this avoids).
+
+A folder only ever appears complete: it is built in a temporary sibling folder,
+a MANIFEST.json with the checksum of every file is written last, and the folder
+is renamed into place. A folder whose manifest is missing or does not match its
+files (a crash, a truncated copy) is treated as absent and rebuilt.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent.parent
+MANIFEST = "MANIFEST.json"
+
+
+def cache_root() -> Path:
+    """Where artifacts live: $TUNESTUDY_CACHE, else <repo>/.cache/artifacts.
+
+    Read on every call (not at import) so tests and CI can redirect it.
+    """
+    env = os.environ.get("TUNESTUDY_CACHE")
+    return Path(env) if env else REPO_ROOT / ".cache" / "artifacts"
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """sha256 of every .py file of the package, so any code change invalidates.
+
+    Computed once per process: the code a process runs does not change under it.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _check_json(value, where: str) -> None:
+    """Refuse values whose JSON form would not identify them exactly."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"cache params: key {k!r} in {where} is not a string")
+            _check_json(item, f"{where}.{k}")
+        return
+    raise TypeError(
+        f"cache params: {where} is a {type(value).__name__} ({value!r}); "
+        "use plain JSON values (str, int, float, bool, None, list, dict)"
+    )
+
+
+def canonical_json(value) -> str:
+    """The one JSON spelling of a value, so equal params give equal keys."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def artifact_key(kind: str, params: dict) -> str:
+    """sha256 naming the artifact made by `kind` from `params` with this source."""
+    if not isinstance(params, dict):
+        raise TypeError(f"cache params must be a dict, got {type(params).__name__}")
+    _check_json(params, "params")
+    payload = {"kind": kind, "params": params, "source": source_hash()}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    """Relative paths of all files in folder except the manifest, sorted."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    )
+
+
+def _write_manifest(folder: Path, kind: str, params: dict, key: str) -> None:
+    files = {
+        rel: {"sha256": _file_sha256(folder / rel), "size": (folder / rel).stat().st_size}
+        for rel in _files(folder)
+    }
+    manifest = {"kind": kind, "params": params, "key": key, "files": files}
+    with open(folder / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify(folder: Path) -> str | None:
+    """None if the folder is a complete artifact, else the reason it is not."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        return "no MANIFEST.json"
+    except (ValueError, KeyError, TypeError) as err:
+        return f"unreadable MANIFEST.json ({err})"
+    if sorted(files) != _files(folder):
+        return "files differ from MANIFEST.json"
+    for rel, entry in files.items():
+        path = folder / rel
+        if path.stat().st_size != entry["size"]:
+            return f"{rel} has the wrong size (truncated?)"
+        if _file_sha256(path) != entry["sha256"]:
+            return f"{rel} fails its checksum"
+    return None
+
+
+def _usable(folder: Path, kind: str, key: str) -> bool:
+    """True if the folder is complete; warn about a corrupt one."""
+    if not folder.exists():
+        return False
+    problem = verify(folder)
+    if problem is None:
+        log.info("reusing %s %s", kind, key[:10])
+        return True
+    log.warning("cache %s %s is corrupt (%s); rebuilding", kind, key[:10], problem)
+    return False
+
+
+def cached(kind: str, params: dict, build: Callable[[Path], None]) -> Path:
+    """Return the folder holding artifact (kind, params), building it if needed.
+
+    `build(tmpdir)` writes the artifact's files into an empty folder. If it
+    raises, nothing is left in the cache and the error propagates. Two processes
+    asking for the same key at once: one builds, the other waits on the lock and
+    then reuses. A build may itself call `cached` for other keys (each key has
+    its own lock).
+    """
+    key = artifact_key(kind, params)
+    folder = cache_root() / kind / key
+    if _usable(folder, kind, key):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if _usable(folder, kind, key):  # another process built it while we waited
+            return folder
+        _remove_stale_tmpdirs(folder)
+        tmpdir = folder.with_name(f"{key}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmpdir.mkdir()
+        try:
+            log.info("building %s %s", kind, key[:10])
+            build(tmpdir)
+            _write_manifest(tmpdir, kind, params, key)
+            if folder.exists():
+                shutil.rmtree(folder)  # the corrupt folder found above
+            os.replace(tmpdir, folder)
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+    return folder
+
+
+def _remove_stale_tmpdirs(folder: Path) -> None:
+    """Delete tmp folders of this key left by crashed processes.
+
+    Safe under the key's lock: a live builder of this key would hold it.
+    """
+    for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def cached_json(kind: str, params: dict, compute: Callable[[], dict]) -> dict:
+    """Cache a small JSON result: `compute()` runs only when the key is new."""
+
+    def build(tmpdir: Path) -> None:
+        result = compute()
+        (tmpdir / "result.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+
+    folder = cached(kind, params, build)
+    return json.loads((folder / "result.json").read_text())

@@ -1,0 +1,237 @@
+"""The run table and the driver that turns it into the book.
+
+Each chapter is one row: a parameterized source notebook and the parameter
+overrides the book uses. The driver executes each row with papermill into
+book/chapters/, skipping a chapter whose notebook, parameters and package
+source are unchanged since its last run, then builds the HTML with Jupyter
+Book. Adding a chapter is adding a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import papermill
+
+from tunestudy import cache
+
+REPO_ROOT = cache.REPO_ROOT
+CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
+RUN_KEY = "tunestudy_run_key"
+
+
+class UsageError(ValueError):
+    """A wrong chapter or parameter name: the CLI prints it as one line."""
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One row of the run table.
+
+    `notebook` is relative to the repo root (or absolute, for tests);
+    `parameters` overrides the notebook's defaults for the book build.
+    """
+
+    name: str
+    title: str
+    notebook: str
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def source(self) -> Path:
+        return REPO_ROOT / self.notebook  # an absolute notebook path wins
+
+
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter("01_world", "The world and its base model", "notebooks/01_world.ipynb"),
+    Chapter("02_kl_shift", "KL shift", "notebooks/02_kl_shift.ipynb"),
+    Chapter("03_loss_plateau", "Loss plateau", "notebooks/03_loss_plateau.ipynb"),
+    Chapter("04_data_scaling", "Data scaling", "notebooks/04_data_scaling.ipynb"),
+    Chapter("05_lora_vs_full", "LoRA versus full fine-tuning", "notebooks/05_lora_vs_full.ipynb"),
+    Chapter(
+        "06_style_copying",
+        "Style imitation and pattern copying",
+        "notebooks/06_style_copying.ipynb",
+    ),
+)
+
+
+def find_chapter(name: str, table: tuple[Chapter, ...] = CHAPTERS) -> Chapter:
+    """The row called `name`; a one-line ValueError listing the names otherwise."""
+    for chapter in table:
+        if chapter.name == name:
+            return chapter
+    allowed = ", ".join(c.name for c in table)
+    raise UsageError(f"unknown chapter {name!r}; allowed: {allowed}")
+
+
+def notebook_parameters(chapter: Chapter) -> dict:
+    """The notebook's parameters cell: {name: {default, inferred_type_name, help}}."""
+    return papermill.inspect_notebook(str(chapter.source))
+
+
+def check_parameters(chapter: Chapter, parameters: dict) -> None:
+    """Refuse a parameter the notebook does not declare.
+
+    papermill would inject it silently and the run would ignore it, so a typo
+    (`-p sed 7`) would look like a run with a new seed.
+    """
+    declared = notebook_parameters(chapter)
+    for name in parameters:
+        if name not in declared:
+            allowed = ", ".join(declared) or "(none)"
+            raise UsageError(
+                f"unknown parameter {name!r} for chapter {chapter.name}; allowed: {allowed}"
+            )
+
+
+def run_parameters(chapter: Chapter, overrides: dict | None, smoke: bool) -> dict:
+    """What papermill injects: the row's overrides, then the caller's, then smoke."""
+    parameters = {**chapter.parameters, **(overrides or {})}
+    if smoke:
+        parameters["smoke"] = True
+    return parameters
+
+
+def run_key(chapter: Chapter, parameters: dict) -> str:
+    """Hash of everything an executed chapter depends on that we control.
+
+    The notebook bytes, the injected parameters and the package source: unlike
+    Jupyter Book's own cache (code cells only), a change in src/ re-runs.
+    """
+    digest = hashlib.sha256()
+    digest.update(chapter.source.read_bytes())
+    digest.update(cache.canonical_json(parameters).encode())
+    digest.update(cache.source_hash().encode())
+    return digest.hexdigest()
+
+
+def stored_run_key(path: Path) -> str | None:
+    """The run key recorded in an executed notebook, if it is readable."""
+    if not path.exists():
+        return None
+    try:
+        return nbformat.read(path, as_version=4).metadata.get(RUN_KEY)
+    except Exception:  # a half-written or foreign file: treat as not run
+        return None
+
+
+def run_chapter(
+    chapter: str | Chapter,
+    overrides: dict | None = None,
+    output_dir: Path = CHAPTERS_DIR,
+    smoke: bool = False,
+    force: bool = False,
+    table: tuple[Chapter, ...] = CHAPTERS,
+) -> Path:
+    """Execute one chapter into output_dir/<name>.ipynb unless it is up to date.
+
+    The notebook runs with output_dir as its working directory. It is executed
+    into a temporary file and renamed on success, so a failed run never replaces
+    the last good page; the failed notebook is kept as <name>.failed.ipynb.
+    """
+    if isinstance(chapter, str):
+        chapter = find_chapter(chapter, table)
+    if not chapter.source.exists():
+        raise UsageError(f"chapter {chapter.name}: {chapter.notebook} does not exist yet")
+    parameters = run_parameters(chapter, overrides, smoke)
+    check_parameters(chapter, parameters)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / f"{chapter.name}.ipynb"
+    key = run_key(chapter, parameters)
+    if not force and stored_run_key(out) == key:
+        print(f"{chapter.name}: up to date, skipped")
+        return out
+
+    running = output_dir / f"{chapter.name}.running.ipynb"
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(chapter.source),
+            str(running),
+            parameters=parameters,
+            cwd=str(output_dir),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    except BaseException:
+        if running.exists():
+            os.replace(running, output_dir / f"{chapter.name}.failed.ipynb")
+        print(f"{chapter.name}: FAILED after {time.perf_counter() - start:.1f} s")
+        raise
+    nb = nbformat.read(running, as_version=4)
+    nb.metadata[RUN_KEY] = key
+    nbformat.write(nb, running)
+    os.replace(running, out)
+    print(f"{chapter.name}: ran in {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def toc_text(chapters: list[Chapter]) -> str:
+    """_toc.yml naming exactly the given chapters, so it never names a missing page."""
+    lines = [
+        "# Made from the run table tunestudy.runs.CHAPTERS (edit the table, not this",
+        "# file). `python -m tunestudy book` builds with the same list, less the",
+        "# chapters not executed yet.",
+        "format: jb-book",
+        "root: book/intro",
+    ]
+    if chapters:
+        lines += ["parts:", "  - caption: Chapters", "    chapters:"]
+        for chapter in chapters:
+            lines.append(f"      - file: book/chapters/{chapter.name}")
+            lines.append(f"        title: {json.dumps(chapter.title)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_toc(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> Path:
+    """Write _build/_toc.yml naming only the chapters executed in book/chapters.
+
+    The build uses this file rather than the committed _toc.yml (which lists the
+    whole table), so a chapter still being written never breaks the book, and
+    building never dirties the work tree.
+    """
+    present = [c for c in table if (root / "book" / "chapters" / f"{c.name}.ipynb").exists()]
+    path = root / "_build" / "_toc.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(toc_text(present))
+    return path
+
+
+def jupyter_book_command(root: Path, toc: Path) -> list[str]:
+    """The Jupyter Book 1.x build of the book at `root`, from this interpreter's env."""
+    script = Path(sys.executable).with_name("jupyter-book")
+    return [str(script), "build", str(root), "--toc", str(toc), "--builder", "html", "--quiet"]
+
+
+def build_book(
+    chapters: list[str] | None = None,
+    smoke: bool = False,
+    table: tuple[Chapter, ...] = CHAPTERS,
+) -> Path:
+    """Run the chapters in table order (all, or the named ones), then build the HTML.
+
+    A row whose source notebook does not exist yet is skipped with a note, so
+    the table can list chapters still being written.
+    """
+    start = time.perf_counter()
+    selected = [find_chapter(name, table) for name in chapters] if chapters else list(table)
+    for chapter in (c for c in table if c in selected):
+        if not chapter.source.exists():
+            print(f"{chapter.name}: skipped, {chapter.notebook} does not exist yet")
+            continue
+        run_chapter(chapter, smoke=smoke, table=table)
+    toc = write_toc(table)
+    subprocess.run(jupyter_book_command(REPO_ROOT, toc), check=True)
+    index = REPO_ROOT / "_build" / "html" / "index.html"
+    print(f"book: {index} ({time.perf_counter() - start:.1f} s in all)")
+    return index

@@ -1,0 +1,211 @@
+"""The artifact cache reuses, rebuilds on any change, and never serves a half-written folder."""
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tunestudy import cache
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(root))
+    return root
+
+
+def counting_build(calls: list, text: str = "hello"):
+    def build(folder: Path) -> None:
+        calls.append(folder)
+        (folder / "data.txt").write_text(text)
+        (folder / "sub").mkdir()
+        (folder / "sub" / "more.bin").write_bytes(b"\x00\x01" * 100)
+
+    return build
+
+
+def leftovers(root: Path) -> list[str]:
+    """Names under kind folders that are neither artifacts nor lock files."""
+    return [p.name for p in root.glob("*/*") if ".tmp-" in p.name]
+
+
+def test_second_call_reuses(cache_dir):
+    calls = []
+    first = cache.cached("toy", {"n": 1}, counting_build(calls))
+    second = cache.cached("toy", {"n": 1}, counting_build(calls))
+    assert first == second and len(calls) == 1
+    assert first.parent == cache_dir / "toy"
+    assert (first / "data.txt").read_text() == "hello"
+    assert (first / "MANIFEST.json").exists()
+
+
+def test_parameter_change_rebuilds():
+    calls = []
+    a = cache.cached("toy", {"n": 1, "xs": [1, 2]}, counting_build(calls))
+    b = cache.cached("toy", {"n": 2, "xs": [1, 2]}, counting_build(calls))
+    assert a != b and len(calls) == 2
+
+
+def test_key_ignores_dict_order():
+    assert cache.artifact_key("k", {"a": 1, "b": 2}) == cache.artifact_key("k", {"b": 2, "a": 1})
+
+
+def test_source_change_rebuilds(monkeypatch):
+    calls = []
+    a = cache.cached("toy", {"n": 1}, counting_build(calls))
+    monkeypatch.setattr(cache, "source_hash", lambda: "edited source")
+    b = cache.cached("toy", {"n": 1}, counting_build(calls))
+    assert a != b and len(calls) == 2
+
+
+def test_source_hash_is_stable_hex():
+    assert cache.source_hash() == cache.source_hash()
+    assert len(cache.source_hash()) == 64
+
+
+def test_crash_in_build_leaves_nothing(cache_dir):
+    def build(folder: Path) -> None:
+        (folder / "partial.txt").write_text("half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        cache.cached("toy", {"n": 1}, build)
+    key = cache.artifact_key("toy", {"n": 1})
+    assert not (cache_dir / "toy" / key).exists()
+    assert leftovers(cache_dir) == []
+
+
+def test_leftover_tmp_folder_is_not_used(cache_dir):
+    """A process killed mid-save leaves only a tmp folder: it is ignored and cleaned."""
+    key = cache.artifact_key("toy", {"n": 1})
+    stale = cache_dir / "toy" / f"{key}.tmp-999999-dead"
+    stale.mkdir(parents=True)
+    (stale / "data.txt").write_text("hel")
+    calls = []
+    folder = cache.cached("toy", {"n": 1}, counting_build(calls))
+    assert len(calls) == 1 and (folder / "data.txt").read_text() == "hello"
+    assert leftovers(cache_dir) == []
+
+
+def test_folder_without_manifest_is_rebuilt(cache_dir):
+    """What a crash between writing files and the manifest would look like."""
+    key = cache.artifact_key("toy", {"n": 1})
+    broken = cache_dir / "toy" / key
+    broken.mkdir(parents=True)
+    (broken / "data.txt").write_text("hel")
+    calls = []
+    folder = cache.cached("toy", {"n": 1}, counting_build(calls))
+    assert folder == broken and len(calls) == 1
+    assert (folder / "data.txt").read_text() == "hello"
+
+
+def _slow_build_forever(root: str, started: str) -> None:
+    os.environ["TUNESTUDY_CACHE"] = root
+
+    def build(folder: Path) -> None:
+        (folder / "data.txt").write_text("partial")
+        Path(started).write_text("writing")
+        time.sleep(60)
+
+    cache.cached("toy", {"n": 1}, build)
+
+
+def test_sigkill_while_saving_leaves_no_artifact(cache_dir, tmp_path):
+    started = tmp_path / "started"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_slow_build_forever, args=(str(cache_dir), str(started))
+    )
+    proc.start()
+    deadline = time.time() + 30
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "child never started building"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    key = cache.artifact_key("toy", {"n": 1})
+    assert not (cache_dir / "toy" / key).exists()
+    assert leftovers(cache_dir)  # the killed build's tmp folder is still there
+    calls = []
+    folder = cache.cached("toy", {"n": 1}, counting_build(calls))
+    assert len(calls) == 1 and (folder / "data.txt").read_text() == "hello"
+    assert leftovers(cache_dir) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "extra"])
+def test_corrupted_file_is_rebuilt(damage, caplog):
+    calls = []
+    folder = cache.cached("toy", {"n": 1}, counting_build(calls))
+    target = folder / "sub" / "more.bin"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:10])
+    elif damage == "flip":
+        target.write_bytes(b"\x07" + target.read_bytes()[1:])
+    elif damage == "delete":
+        target.unlink()
+    else:
+        (folder / "stray.txt").write_text("?")
+    with caplog.at_level("WARNING", logger="tunestudy.cache"):
+        again = cache.cached("toy", {"n": 1}, counting_build(calls))
+    assert again == folder and len(calls) == 2
+    assert "corrupt" in caplog.text
+    assert cache.verify(folder) is None
+    assert target.read_bytes() == b"\x00\x01" * 100
+
+
+def _build_counted(root: str, counts: str) -> None:
+    os.environ["TUNESTUDY_CACHE"] = root
+
+    def build(folder: Path) -> None:
+        (Path(counts) / f"build-{os.getpid()}").write_text("built")
+        time.sleep(0.5)  # long enough for the other process to hit the lock
+        (folder / "data.txt").write_text("hello")
+
+    cache.cached("toy", {"n": 1}, build)
+
+
+def test_two_processes_build_once(cache_dir, tmp_path):
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_build_counted, args=(str(cache_dir), str(counts))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(list(counts.iterdir())) == 1
+
+
+def test_nested_cached_calls():
+    inner_calls = []
+
+    def outer(folder: Path) -> None:
+        inner = cache.cached("inner", {"n": 1}, counting_build(inner_calls))
+        (folder / "copy.txt").write_text((inner / "data.txt").read_text() + "!")
+
+    folder = cache.cached("outer", {"n": 1}, outer)
+    assert (folder / "copy.txt").read_text() == "hello!"
+    assert cache.cached("outer", {"n": 1}, outer) == folder
+    assert len(inner_calls) == 1
+
+
+def test_cached_json_computes_once():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"acc": 0.5, "xs": [1, 2]}
+
+    assert cache.cached_json("scores", {"seed": 0}, compute) == {"acc": 0.5, "xs": [1, 2]}
+    assert cache.cached_json("scores", {"seed": 0}, compute) == {"acc": 0.5, "xs": [1, 2]}
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("bad", [{"path": Path("x")}, {"s": {1, 2}}, {"f": print}, {"d": {1: "a"}}])
+def test_non_json_params_rejected(bad):
+    with pytest.raises(TypeError, match="cache params"):
+        cache.artifact_key("toy", bad)

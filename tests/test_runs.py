@@ -1,0 +1,112 @@
+"""The runner: one-line user errors, and a chapter re-runs only when something it depends on changed."""
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from tunestudy import runs
+from tunestudy.__main__ import main, parse_value
+
+
+def make_notebook(path):
+    """A throwaway chapter: a parameters cell and a cell that logs each execution."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        "seed = 0  # random seed\nlabel = 'a'  # any text\nsmoke = False  # tiny run"
+    )
+    params.metadata["tags"] = ["parameters"]
+    work = nbformat.v4.new_code_cell(
+        "with open('executions.log', 'a') as f:\n    f.write(f'{seed} {label} {smoke}\\n')"
+    )
+    nb.cells = [nbformat.v4.new_markdown_cell("# Toy"), params, work]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "toy.ipynb"
+    make_notebook(source)
+    return runs.Chapter("toy", "A toy chapter", str(source), {"label": "book"})
+
+
+def executions(folder):
+    log = folder / "executions.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_unknown_chapter_cli_one_line(toy, capsys):
+    assert main(["run", "nope"], table=(toy,)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown chapter 'nope'" in err and "toy" in err
+
+
+def test_unknown_chapter_real_cli_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunestudy", "run", "nope"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert "01_world" in proc.stderr
+
+
+def test_unknown_parameter_cli_one_line(toy, tmp_path, capsys):
+    argv = ["run", "toy", "-p", "sed", "7", "--output-dir", str(tmp_path / "out")]
+    assert main(argv, table=(toy,)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'sed'" in err and "seed, label, smoke" in err
+    assert executions(tmp_path / "out") == []
+
+
+def test_parse_value_like_papermill():
+    assert [parse_value(v) for v in ["7", "0.5", "True", "False", "None", "x1"]] == [
+        7, 0.5, True, False, None, "x1"
+    ]
+
+
+def test_skip_when_unchanged_rerun_when_parameter_changes(toy, tmp_path):
+    out_dir = tmp_path / "out"
+    out = runs.run_chapter(toy, {"seed": 7}, output_dir=out_dir)
+    assert out == out_dir / "toy.ipynb"
+    assert executions(out_dir) == ["7 book False"]
+    assert nbformat.read(out, as_version=4).metadata[runs.RUN_KEY]
+
+    runs.run_chapter(toy, {"seed": 7}, output_dir=out_dir)
+    assert len(executions(out_dir)) == 1  # unchanged: skipped
+
+    runs.run_chapter(toy, {"seed": 8}, output_dir=out_dir, smoke=True)
+    assert executions(out_dir)[-1] == "8 book True"
+    assert not list(out_dir.glob("*.running.ipynb"))
+
+
+def test_force_and_source_change_rerun(toy, tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    runs.run_chapter(toy, output_dir=out_dir)
+    runs.run_chapter(toy, output_dir=out_dir, force=True)
+    assert len(executions(out_dir)) == 2
+    monkeypatch.setattr(runs.cache, "source_hash", lambda: "edited package")
+    runs.run_chapter(toy, output_dir=out_dir)
+    assert len(executions(out_dir)) == 3
+
+
+def test_toc_names_only_executed_chapters(tmp_path):
+    table = runs.CHAPTERS[:3]
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    (tmp_path / "book" / "chapters" / "02_kl_shift.ipynb").write_text("{}")
+    toc = runs.write_toc(table, root=tmp_path).read_text()
+    assert "book/chapters/02_kl_shift" in toc and "01_world" not in toc
+
+
+def test_committed_toc_matches_full_table():
+    """The committed _toc.yml is what build_book writes once every chapter has run."""
+    committed = (runs.REPO_ROOT / "_toc.yml").read_text()
+    assert committed == runs.toc_text(list(runs.CHAPTERS))
+
+
+def test_missing_notebook_is_a_one_line_error(tmp_path, capsys):
+    ghost = runs.Chapter("ghost", "Not written yet", str(tmp_path / "ghost.ipynb"))
+    assert main(["run", "ghost"], table=(ghost,)) == 2
+    assert "does not exist yet" in capsys.readouterr().err
