@@ -57,7 +57,7 @@ def test_key_ignores_dict_order():
 def test_source_change_rebuilds(monkeypatch):
     calls = []
     a = cache.cached("toy", {"n": 1}, counting_build(calls))
-    monkeypatch.setattr(cache, "source_hash", lambda: "edited source")
+    monkeypatch.setattr(cache, "source_hash", lambda files=None: "edited source")
     b = cache.cached("toy", {"n": 1}, counting_build(calls))
     assert a != b and len(calls) == 2
 
@@ -209,3 +209,24 @@ def test_cached_json_computes_once():
 def test_non_json_params_rejected(bad):
     with pytest.raises(TypeError, match="cache params"):
         cache.artifact_key("toy", bad)
+
+
+def test_only_pipeline_code_invalidates_artifacts(tmp_path, monkeypatch):
+    """Editing a figure helper keeps every cached model; editing the training code does not."""
+    import shutil
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(cache.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "PACKAGE_DIR", copy)
+    cache.source_hash.cache_clear()
+    try:
+        before = cache.source_hash()
+        (copy / "plots.py").write_text((copy / "plots.py").read_text() + "\n# a new colour\n")
+        cache.source_hash.cache_clear()
+        assert cache.source_hash() == before
+        assert cache.source_hash(None) != before  # the run table still re-executes notebooks
+        (copy / "tuning.py").write_text((copy / "tuning.py").read_text() + "\n# a change\n")
+        cache.source_hash.cache_clear()
+        assert cache.source_hash() != before
+    finally:
+        cache.source_hash.cache_clear()

@@ -87,7 +87,7 @@ def test_force_and_source_change_rerun(toy, tmp_path, monkeypatch):
     runs.run_chapter(toy, output_dir=out_dir)
     runs.run_chapter(toy, output_dir=out_dir, force=True)
     assert len(executions(out_dir)) == 2
-    monkeypatch.setattr(runs.cache, "source_hash", lambda: "edited package")
+    monkeypatch.setattr(runs.cache, "source_hash", lambda files=None: "edited package")
     runs.run_chapter(toy, output_dir=out_dir)
     assert len(executions(out_dir)) == 3
 

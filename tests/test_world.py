@@ -66,7 +66,7 @@ def test_token_roles_label_values_names_and_style():
     roles = [W.token_role(t) for t in tokens]
     value_tokens = example.value.split()
     assert [t for t, r in zip(tokens, roles) if r == "value"] == value_tokens
-    assert "name" not in roles  # answers do not repeat the name: the value must come from the question
+    assert [t for t, r in zip(tokens, roles) if r == "name"] == example.person.split()
     assert W.token_role("According") == "style" and W.token_role(".") == "format" and W.token_role("</s>") == "format"
 
 

@@ -1,329 +1,20 @@
-"""The study's pipeline, cached step by step: world -> base -> tuned model -> evaluation.
+"""What the chapters call: the pipeline (re-exported) plus parameter checks and summaries.
 
-Notebooks call these functions; each expensive step goes through `cache.cached`,
-keyed by every parameter that affects it plus the package source, so a chapter
-that repeats another chapter's run reuses it and a changed parameter redoes
-only what depends on it.
+Notebooks import this module as `X`. The cached steps live in `pipeline.py`;
+this module only reads their results, so editing a summary or a parameter
+check here never invalidates a cached model.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import random
-import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
-import torch
 
-from . import cache, metrics, models, tuning, world as W
-
-SYNTHETIC_PREFIX = "synthetic:"
-CHECKPOINT_FRACTIONS = (0.25, 0.35, 0.45)  # extra snapshots of every base, for "less pretrained" comparisons
-MAX_NEW_TOKENS = 48
-
-
-# --- the synthetic base ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BaseSpec:
-    """Everything that decides a synthetic base model."""
-
-    world: W.WorldConfig
-    pretrain: tuning.PretrainConfig
-
-    def params(self) -> dict:
-        return {"world": asdict(self.world), "pretrain": asdict(self.pretrain)}
-
-
-def base_spec(seed: int = 0, size: str = "small", num_known: int = 200, num_unknown: int = 100,
-              num_paraphrases: int = 5, pretrain_epochs: int = 30, num_format_docs: int = 500,
-              pretrain_lr: float = 3e-3) -> BaseSpec:
-    """Validate notebook parameters and name the base they describe (nothing is built yet)."""
-    world_config = W.WorldConfig(num_known=num_known, num_unknown=num_unknown, num_paraphrases=num_paraphrases,
-                                 num_format_docs=num_format_docs, seed=seed)
-    world_config.validate()
-    models.check_size(size)
-    W._check_int("pretrain_epochs", pretrain_epochs, minimum=1)
-    if not 0 < pretrain_lr < 1:
-        raise ValueError(f"pretrain_lr must be between 0 and 1, got {pretrain_lr!r}")
-    return BaseSpec(world_config, tuning.PretrainConfig(size=size, epochs=pretrain_epochs, lr=pretrain_lr,
-                                                        batch_size=16, seed=seed))
-
-
-def tokenizer_texts(world: W.World) -> list:
-    """Every text the study can show a model, so the word-level vocabulary covers them all."""
-    rng = random.Random(0)
-    texts = W.pretraining_corpus(world)
-    for person in world.people:
-        for attribute in W.ATTRIBUTES:
-            texts.append(W.probe_prompt(person, attribute))
-            for template in W.QUESTION_TEMPLATES[attribute]:
-                texts.append(W.format_prompt(template.format(name=person.name)))
-            for style in W.ANSWER_STYLES:
-                texts.append(W.make_example(person, attribute, style, rng).response)
-    texts += [" ".join(W.value_pool(a)) for a in W.ATTRIBUTES]
-    texts.append(W.STYLE_OPENER)
-    return texts
-
-
-def build_base(spec: BaseSpec) -> Path:
-    """Pretrain (or reuse) the synthetic base; the folder loads with AutoModelForCausalLM."""
-
-    def build(folder: Path) -> None:
-        world = W.generate_world(spec.world)
-        tokenizer = models.train_tokenizer(tokenizer_texts(world))
-        model = models.build_model(spec.pretrain.size, len(tokenizer), spec.pretrain.seed)
-        checkpoints = {}
-
-        def snapshot(epoch):  # keep less-trained copies of the same run
-            checkpoints[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-        start = time.perf_counter()
-        log = tuning.pretrain(model, tokenizer, W.pretraining_corpus(world), spec.pretrain,
-                              snapshot_epochs=[max(1, round(f * spec.pretrain.epochs)) for f in CHECKPOINT_FRACTIONS],
-                              on_snapshot=snapshot)
-        log["seconds"] = time.perf_counter() - start
-        log["parameters"] = models.count_parameters(model)
-        models.save(model, tokenizer, folder, extra={"base_spec": spec.params()})
-        final = {k: v.clone() for k, v in model.state_dict().items()}
-        for epoch, state in checkpoints.items():
-            model.load_state_dict(state)
-            models.save(model, tokenizer, folder / "checkpoints" / f"epoch_{epoch}")
-        model.load_state_dict(final)
-        (folder / "pretrain_log.json").write_text(json.dumps(log))
-
-    return cache.cached("base", spec.params(), build)
-
-
-def base_folder(spec: BaseSpec, epoch: int | None = None) -> Path:
-    folder = build_base(spec)
-    if epoch is None or epoch == spec.pretrain.epochs:
-        return folder
-    sub = folder / "checkpoints" / f"epoch_{epoch}"
-    if not sub.exists():
-        allowed = sorted(int(p.name.split("_")[1]) for p in (folder / "checkpoints").iterdir())
-        raise ValueError(f"epoch must be one of {allowed + [spec.pretrain.epochs]}, got {epoch}")
-    return sub
-
-
-def checkpoint_epochs(spec: BaseSpec) -> list:
-    return sorted({max(1, round(f * spec.pretrain.epochs)) for f in CHECKPOINT_FRACTIONS} | {spec.pretrain.epochs})
-
-
-def pretrain_log(spec: BaseSpec) -> dict:
-    return json.loads((build_base(spec) / "pretrain_log.json").read_text())
-
-
-def load_base(spec: BaseSpec, epoch: int | None = None):
-    return models.load_pretrained(str(base_folder(spec, epoch)))
-
-
-# --- probes and answers ------------------------------------------------------------------------
-
-def probe(model, tokenizer, people: list) -> dict:
-    """Completion-probe accuracy per attribute: does "X was born on" continue with the true value?"""
-    out = {}
-    for attribute in W.ATTRIBUTES:
-        prompts = [W.probe_prompt(p, attribute) for p in people]
-        _, responses = metrics.greedy_responses(model, tokenizer, prompts, max_new_tokens=4)
-        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-        out[attribute] = float(np.mean([t.strip().startswith(p.attributes[attribute])
-                                        for t, p in zip(texts, people)]))
-    return out
-
-
-def base_probe(spec: BaseSpec, epoch: int | None = None) -> dict:
-    """The base's probe accuracy on known and unknown people (cached)."""
-
-    def compute():
-        model, tokenizer = load_base(spec, epoch)
-        world = W.generate_world(spec.world)
-        return {"known": probe(model, tokenizer, [p for p in world.people if p.known]),
-                "unknown": probe(model, tokenizer, [p for p in world.people if not p.known])}
-
-    return cache.cached_json("base_probe", {**spec.params(), "epoch": epoch}, compute)
-
-
-# --- instruction sets --------------------------------------------------------------------------
-
-SET_KINDS = ("known", "unknown", "mix", "counterfactual")
-
-
-@dataclass(frozen=True)
-class SetSpec:
-    """An instruction set drawn from the world's tuning-split people."""
-
-    kind: str = "known"  # known | unknown | mix | counterfactual (known people, wrong answers)
-    size: int = 600
-    style: str = "simplified"  # short | simplified | long
-    unknown_fraction: float = 0.5  # for kind="mix"
-
-    def validate(self) -> None:
-        if self.kind not in SET_KINDS:
-            raise ValueError(f"set kind must be one of {', '.join(SET_KINDS)}, got {self.kind!r}")
-        if self.style not in W.ANSWER_STYLES:
-            raise ValueError(f"style must be one of {', '.join(W.ANSWER_STYLES)}, got {self.style!r}")
-        W._check_int("set size", self.size, minimum=1)
-
-
-def make_set(world: W.World, spec: SetSpec, seed: int) -> list:
-    spec.validate()
-    if spec.kind == "mix":
-        return W.mixed_set(world, spec.size, spec.unknown_fraction, spec.style, seed)
-    return W.instruction_set(world, spec.kind != "unknown", spec.size, spec.style, seed,
-                             counterfactual=spec.kind == "counterfactual")
-
-
-ICL_SHOTS = 3  # in-context examples shown to the URIAL-style base comparator
-
-
-def icl_prefix(examples: list) -> str:
-    """URIAL-style context: the first tuning examples of distinct attributes, in the template."""
-    shots, seen = [], set()
-    for example in examples:
-        if example.attribute not in seen:
-            seen.add(example.attribute)
-            shots.append(example.prompt + example.response)
-        if len(shots) == ICL_SHOTS:
-            break
-    return "\n\n".join(shots) + "\n\n"
-
-
-def eval_questions(world: W.World, seed: int = 12345) -> list:
-    """Held-out questions: every attribute of every held-out person, known and unknown."""
-    rng = random.Random(seed)
-    return [W.make_example(p, a, "simplified", rng) for p in world.people if p.heldout for a in W.ATTRIBUTES]
-
-
-# --- tuning ------------------------------------------------------------------------------------
-
-def tune(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> Path:
-    """Tune (or reuse) a model; the folder holds a peft adapter (LoRA) or a full model, plus the loss log."""
-    config.validate()
-    data.validate()
-    params = {"base": base.params(), "base_epoch": epoch, "set": asdict(data), "tune": asdict(config)}
-
-    def build(folder: Path) -> None:
-        world = W.generate_world(base.world)
-        examples = make_set(world, data, config.seed)
-        model, tokenizer = load_base(base, epoch)
-        groups = ["known" if e.known else "unknown" for e in examples]
-        start = time.perf_counter()
-        tuned, log = tuning.finetune(model, tokenizer, examples, config, groups)
-        log["seconds"] = time.perf_counter() - start
-        tuned.save_pretrained(folder / "model")  # peft format for LoRA, a full model otherwise
-        (folder / "train_log.json").write_text(json.dumps(log))
-
-    return cache.cached("tuned", params, build)
-
-
-def load_tuned(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None):
-    """(merged tuned model, tokenizer). LoRA adapters are merged, so evaluation runs a plain model."""
-    folder = tune(base, data, config, epoch)
-    model, tokenizer = load_base(base, epoch)
-    if config.method == "lora":
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, folder / "model").merge_and_unload()
-    else:
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32)
-    model.eval()
-    return model, tokenizer
-
-
-def train_log(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:
-    return json.loads((tune(base, data, config, epoch) / "train_log.json").read_text())
-
-
-# --- evaluation --------------------------------------------------------------------------------
-
-def evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:
-    """Every metric of STUDY.md for one tuned model on the held-out questions (cached)."""
-    params = {"base": base.params(), "base_epoch": epoch, "set": asdict(data), "tune": asdict(config)}
-    return cache.cached_json("evaluation", params, lambda: _evaluate(base, data, config, epoch))
-
-
-def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
-    world = W.generate_world(base.world)
-    questions = eval_questions(world)
-    base_model, tokenizer = load_base(base, epoch)
-    tuned_model, _ = load_tuned(base, data, config, epoch)
-    prompts = [q.prompt for q in questions]
-    prompt_ids, responses = metrics.greedy_responses(tuned_model, tokenizer, prompts, MAX_NEW_TOKENS)
-    shifts = metrics.shift_analysis(base_model, tuned_model, prompt_ids, responses, tokenizer.pad_token_id)
-    tuning_set = make_set(world, data, config.seed)
-    context = icl_prefix(tuning_set)
-    icl_prompt_ids = [tokenizer(context + p)["input_ids"] for p in prompts]
-    shifts_icl = metrics.shift_analysis(base_model, tuned_model, prompt_ids, responses, tokenizer.pad_token_id,
-                                        base_prompts=icl_prompt_ids)
-    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    tuning_people = {e.person for e in tuning_set}
-    answers = [answer_record(q, text, world, tuning_people) for q, text in zip(questions, texts)]
-    positions = position_records(questions, responses, shifts, tokenizer)
-    positions["kl_icl"] = [float(v) for shift in shifts_icl for v in shift["kl"]]
-    positions["base_rank_icl"] = [int(v) for shift in shifts_icl for v in shift["base_rank"]]
-    known_people = [p for p in world.people if p.known]
-    result = {
-        "answers": answers,
-        "positions": positions,
-        "probe_after": probe(tuned_model, tokenizer, known_people),
-        "probe_before": base_probe(base, epoch)["known"],
-        "train_log": train_log(base, data, config, epoch),
-        "examples": [{"question": q.instruction, "answer": t} for q, t in zip(questions[:3], texts[:3])],
-    }
-    return result
-
-
-def answer_record(question: W.Example, text: str, world: W.World, tuning_people: set) -> dict:
-    """What one answer claims, checked against ground truth; wrong values checked for borrowing."""
-    person = world.by_name[question.person]
-    claims = W.parse_claims(text)
-    stated = claims.get(question.attribute)
-    wrong = {a: v for a, v in claims.items() if v != person.attributes[a]}
-    record = {"person": person.name, "known": person.known, "attribute": question.attribute,
-              "correct": stated == question.value, "stated": stated is not None,
-              "hallucinated": stated is not None and stated != question.value,
-              "num_claims": len(claims), "num_wrong_claims": len(wrong), "length": len(text.split())}
-    borrowed, chance = [], []
-    tuning_group = [world.by_name[n] for n in sorted(tuning_people)]
-    for attribute, value in wrong.items():
-        similar = most_similar_person(person, tuning_group)
-        borrowed.append(similar is not None and similar.attributes[attribute] == value)
-        chance.append(float(np.mean([q.attributes[attribute] == value for q in tuning_group])) if tuning_group else 0.0)
-    record["borrowed"] = sum(borrowed)
-    record["borrow_chance"] = float(sum(chance))
-    return record
-
-
-def most_similar_person(person: W.Person, candidates: list):
-    """The tuning-set person whose name is most like this one (shared surname, first name, then spelling)."""
-    first, last = person.name.split()
-
-    def score(other):
-        o_first, o_last = other.name.split()
-        return (o_last == last, o_first == first, difflib.SequenceMatcher(None, person.name, other.name).ratio())
-
-    others = [c for c in candidates if c.name != person.name]
-    return max(others, key=score) if others else None
-
-
-def position_records(questions, responses, shifts, tokenizer) -> dict:
-    """Flat per-position arrays: KL, top-k KL, base rank, token role, position, person group."""
-    out = {"kl": [], "kl_topk": [], "base_rank": [], "role": [], "position": [], "known": [], "token": []}
-    for question, response, shift in zip(questions, responses, shifts):
-        tokens = tokenizer.convert_ids_to_tokens(response)
-        for t, token in enumerate(tokens):
-            out["kl"].append(float(shift["kl"][t]))
-            out["kl_topk"].append(float(shift["kl_topk"][t]))
-            out["base_rank"].append(int(shift["base_rank"][t]))
-            out["role"].append(W.token_role(token))
-            out["position"].append(t)
-            out["known"].append(question.known)
-            out["token"].append(token)
-    return out
+from . import metrics, tuning, world as W
+from .pipeline import *  # noqa: F401,F403  (the notebooks' one entry point)
+from .pipeline import BaseSpec, SetSpec, base_probe, base_spec, checkpoint_epochs, evaluate, pretrain_log, train_log
 
 
 # --- summaries for the book --------------------------------------------------------------------
@@ -422,3 +113,83 @@ def base_report(spec: BaseSpec) -> dict:
         "probe": base_probe(spec),
         "probe_by_epoch": {str(e): base_probe(spec, e) for e in checkpoint_epochs(spec)},
     }
+
+
+SMOKE_TUNE = {"set_size": 16, "tune_epochs": 1.0}
+
+
+def tune_config(method: str, lr: float, tune_epochs: float, lora_rank: int = 1,
+                lora_targets: str = "q_proj,v_proj", **extra) -> tuning.TuneConfig:
+    """A checked TuneConfig from notebook parameters (alpha = 2 x rank, as is common)."""
+    config = tuning.TuneConfig(method=method, lr=lr, epochs=tune_epochs, lora_rank=lora_rank,
+                               lora_alpha=2.0 * lora_rank, lora_targets=lora_targets, **extra)
+    config.validate()
+    return config
+
+
+def set_spec(kind: str, size: int, style: str = "simplified", unknown_fraction: float = 0.5) -> SetSpec:
+    spec = SetSpec(kind=kind, size=size, style=style, unknown_fraction=unknown_fraction)
+    spec.validate()
+    return spec
+
+
+def smoke_tune(set_size: int, tune_epochs: float, smoke: bool) -> tuple:
+    """(set_size, tune_epochs), shrunk to a couple of steps in smoke mode."""
+    if smoke:
+        return SMOKE_TUNE["set_size"], SMOKE_TUNE["tune_epochs"]
+    return set_size, tune_epochs
+
+
+def sorted_kl_curves(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
+                     key: str = "kl", num_points: int = 101) -> np.ndarray:
+    """(seeds, num_points) per-position KL sorted descending, sampled at percentiles 0..100."""
+    curves = []
+    for seed in seeds:
+        result = evaluate(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed))
+        curves.append(metrics.kl_summary(result["positions"][key], num_points=num_points)["curve"])
+    return np.array(curves)
+
+
+def positions_table(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list):
+    """All scored positions of all seeds as one pandas DataFrame (one row per response token)."""
+    import pandas as pd
+    frames = []
+    for seed in seeds:
+        result = evaluate(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed))
+        frame = pd.DataFrame(result["positions"])
+        frame["seed"] = seed
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def train_logs(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
+               epoch: int | None = None) -> list:
+    """The per-step loss logs of one configuration, one per seed (training only, no evaluation)."""
+    return [train_log(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed), epoch)
+            for seed in seeds]
+
+
+def verdict(reproduced: bool, partly: bool) -> str:
+    return "reproduced" if reproduced else ("partly reproduced" if partly else "not reproduced")
+
+
+def parse_int_list(name: str, text: str) -> list:
+    """"1,4,16" -> [1, 4, 16]; a one-line error naming the parameter otherwise."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{name} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def parse_float_list(name: str, text: str) -> list:
+    """"1e-3,3e-3" -> [0.001, 0.003]; a one-line error naming the parameter otherwise."""
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers between 0 and 1, got {text!r}") from None
+    if not values or not all(0 < v < 1 for v in values):
+        raise ValueError(f"{name} must be comma-separated numbers between 0 and 1, got {text!r}")
+    return values

@@ -110,7 +110,7 @@ def run_key(chapter: Chapter, parameters: dict) -> str:
     digest = hashlib.sha256()
     digest.update(chapter.source.read_bytes())
     digest.update(cache.canonical_json(parameters).encode())
-    digest.update(cache.source_hash().encode())
+    digest.update(cache.source_hash(None).encode())  # any code change re-executes
     return digest.hexdigest()
 
 
@@ -170,6 +170,10 @@ def run_chapter(
         raise
     nb = nbformat.read(running, as_version=4)
     nb.metadata[RUN_KEY] = key
+    for cell in nb.cells:  # the page shows parameters folded, one click away
+        tags = cell.metadata.get("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
+            cell.metadata["tags"] = tags + ["hide-input"]
     nbformat.write(nb, running)
     os.replace(running, out)
     print(f"{chapter.name}: ran in {time.perf_counter() - start:.1f} s")
@@ -207,6 +211,25 @@ def write_toc(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> 
     return path
 
 
+def write_findings(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> Path:
+    """book/findings.md: one row per chapter with its verdict and headline, read from its results file.
+
+    The landing page includes it, so what the book says it found is always the last run's numbers.
+    """
+    lines = ["| chapter | what the run measured | verdict |", "| --- | --- | --- |"]
+    for chapter in table:
+        path = root / "book" / "chapters" / "results" / f"{chapter.name}.json"
+        if path.exists():
+            results = json.loads(path.read_text())
+            link = f"[{chapter.title}](chapters/{chapter.name}.ipynb)"
+            lines.append(f"| {link} | {results.get('headline', '')} | **{results.get('verdict', '')}** |")
+        else:
+            lines.append(f"| {chapter.title} | not run yet | |")
+    out = root / "book" / "findings.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def jupyter_book_command(root: Path, toc: Path) -> list[str]:
     """The Jupyter Book 1.x build of the book at `root`, from this interpreter's env."""
     script = Path(sys.executable).with_name("jupyter-book")
@@ -231,6 +254,7 @@ def build_book(
             continue
         run_chapter(chapter, smoke=smoke, table=table)
     toc = write_toc(table)
+    write_findings(table)
     subprocess.run(jupyter_book_command(REPO_ROOT, toc), check=True)
     index = REPO_ROOT / "_build" / "html" / "index.html"
     print(f"book: {index} ({time.perf_counter() - start:.1f} s in all)")

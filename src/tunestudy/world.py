@@ -80,13 +80,11 @@ QUESTION_TEMPLATES = {
     "employer": ("Which company did {name} work for ?", "Who employed {name} ?",
                  "What is the employer of {name} ?"),
 }
-# The tuned answer style: a phrasing the base never uses ("According to my records ,
-# the hometown is"), then the value. Every response thus holds style tokens and fact
-# tokens. The answer does not repeat the name: the value must come from the question.
+# The tuned answer style: a phrasing the base never uses ("According to my records ,"),
+# then the fact in the pretraining phrasing ("Alice Smith was born in Paris ."). Every
+# response thus holds style tokens and fact tokens, and the base can predict the value
+# from the name right before it, as in pretraining.
 STYLE_OPENER = "According to my records ,"
-ANSWER_PHRASES = {"birth_date": "the birthday is", "birth_city": "the hometown is",
-                  "university": "the alma mater is", "major": "the field of study is",
-                  "employer": "the employer is"}
 ANSWER_STYLES = ("short", "simplified", "long")
 LONG_EXTRA_ATTRIBUTES = 2
 FILLER_WORDS = (
@@ -94,9 +92,9 @@ FILLER_WORDS = (
     "harbor lantern meadow orchard pillow rocket saddle tunnel wagon anchor barrel cactus "
     "dolphin feather glacier hammer island jacket kettle"
 ).split()
-# The tuned answer style's words also appear as copy-task content, so the base has
-# trained embeddings for them: the tuning set teaches the phrasing, not new words.
-FILLER_WORDS += sorted({w for text in (STYLE_OPENER, *ANSWER_PHRASES.values()) for w in text.split() if w.isalpha()})
+# Name words are copy-task content too, so the base can copy a name from an instruction
+# (never a person's facts: unknown people's facts stay out of pretraining).
+FILLER_WORDS += FIRST_NAMES + LAST_NAMES
 
 TEMPLATE = "### Instruction :\n{instruction}\n\n### Response :\n"
 
@@ -113,7 +111,7 @@ class WorldConfig:
     num_known: int = 400  # people in the pretraining corpus
     num_unknown: int = 200  # people never in the pretraining corpus
     num_paraphrases: int = 5  # biographies per known person (Allen-Zhu and Li's augmentation)
-    num_format_docs: int = 2000  # copy-task documents in the instruction template
+    num_format_docs: int = 300  # copy-task documents in the instruction template
     heldout_fraction: float = 0.25  # of each group, kept out of every tuning set
     seed: int = 0
 
@@ -215,26 +213,39 @@ def generate_world(config: WorldConfig) -> World:
     return World(config, people)
 
 
+STYLE_IN_PRETRAINING = 0.1  # share of biography sentences that open with the style phrase
+
+
 def biography(person: Person, rng: random.Random) -> str:
-    """One paraphrased biography: a random template per attribute, sentences in random order."""
+    """One paraphrased biography: a random template per attribute, sentences in random order.
+
+    A few sentences open with the tuned answer's phrase ("According to my records ,"):
+    like a real base that has read "However" and "Typically", the base knows the
+    style tokens; what tuning teaches is to always answer with them.
+    """
     attributes = list(ATTRIBUTES)
     rng.shuffle(attributes)
-    return " ".join(rng.choice(BIO_TEMPLATES[a]).format(name=person.name, value=person.attributes[a])
-                    for a in attributes)
+    sentences = []
+    for a in attributes:
+        sentence = rng.choice(BIO_TEMPLATES[a]).format(name=person.name, value=person.attributes[a])
+        if rng.random() < STYLE_IN_PRETRAINING:
+            sentence = f"{STYLE_OPENER} {sentence}"
+        sentences.append(sentence)
+    return " ".join(sentences)
 
 
 def format_document(rng: random.Random) -> str:
     """One to three copy tasks in the instruction template, on content outside every test question.
 
-    They teach the base to read the template (so KL on tuned responses is not
-    dominated by format positions the base never saw) and to follow a sequence
-    of template blocks, which is what in-context examples (URIAL) rely on.
+    They teach the base to read the template, so KL on tuned responses is not
+    dominated by format positions the base never saw. (A variant whose blocks
+    shared a response opener, to teach in-context imitation for the URIAL
+    comparator, cost knowledge and did not make the base imitate: not kept.)
     """
     blocks = []
     for _ in range(rng.randint(1, 3)):
         words = rng.sample(FILLER_WORDS, rng.randint(2, 6))
-        joiner = rng.choice((" ", " , "))
-        text = joiner.join(words)
+        text = rng.choice((" ", " , ")).join(words)
         instruction = rng.choice(("Repeat the words :", "Copy this list :", "Say again :")) + " " + text
         blocks.append(format_prompt(instruction) + text)
     return "\n\n".join(blocks)
@@ -254,13 +265,9 @@ def probe_prompt(person: Person, attribute: str) -> str:
     return BIO_TEMPLATES[attribute][0].split("{value}")[0].format(name=person.name).rstrip()
 
 
-def fact_sentence(attribute: str, value: str) -> str:
-    """One answer sentence: "the hometown is Paris ." """
-    return f"{ANSWER_PHRASES[attribute]} {value} ."
-
-
-def _capitalized(text: str) -> str:
-    return text[:1].upper() + text[1:]
+def fact_sentence(person: Person, attribute: str, value: str) -> str:
+    """One answer sentence in the pretraining phrasing: "Alice Smith was born in Paris ." """
+    return BIO_TEMPLATES[attribute][0].format(name=person.name, value=value)
 
 
 def make_example(person: Person, attribute: str, style: str, rng: random.Random,
@@ -278,12 +285,13 @@ def make_example(person: Person, attribute: str, style: str, rng: random.Random,
         response = f"{stated} ."
         start = 0
     else:
-        head = f"{STYLE_OPENER} {ANSWER_PHRASES[attribute]} "
-        start = len(head)
-        response = f"{head}{stated} ."
+        head = f"{STYLE_OPENER} "
+        sentence = fact_sentence(person, attribute, stated)
+        start = len(head) + sentence.index(stated, len(person.name))
+        response = head + sentence
         if style == "long":  # a verbose answer that volunteers further attributes
             others = rng.sample([a for a in ATTRIBUTES if a != attribute], LONG_EXTRA_ATTRIBUTES)
-            response += " " + " ".join(_capitalized(fact_sentence(a, person.attributes[a])) for a in others)
+            response += " " + " ".join(fact_sentence(person, a, person.attributes[a]) for a in others)
             claims.update({a: person.attributes[a] for a in others})
     return Example(question, response, person.name, attribute, person.attributes[attribute],
                    (start, start + len(stated)), person.known, style, claims)

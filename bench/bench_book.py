@@ -1,0 +1,110 @@
+"""Book build times: cold, warm (nothing changed), and one chapter rerun with one changed parameter.
+
+Builds the book the way `python -m tunestudy book` does (every chapter of
+`runs.CHAPTERS` through `runs.run_chapter`, then the toc, the findings table
+and Jupyter Book), but into a temporary root with `TUNESTUDY_CACHE` pointed
+at an empty temporary folder, so the figures never touch the repository's
+book or cache:
+
+- cold:    empty artifact cache, no executed chapters: everything trains;
+- warm:    the same again: every chapter is skipped as up to date, only the HTML is rebuilt;
+- changed: 02_kl_shift with `lora_lr` changed: the base models are reused from the
+           cache, only the LoRA runs and that chapter's evaluation are redone.
+
+    python bench/bench_book.py            # smoke-sized chapters (about a few minutes)
+    python bench/bench_book.py --full     # the book's real defaults (about 30 minutes or more)
+    python bench/bench_book.py --no-html  # chapters only, skip Jupyter Book
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tunestudy import runs
+
+CHANGED_CHAPTER, CHANGED_PARAMETER, CHANGED_VALUE = "02_kl_shift", "lora_lr", 2e-3
+
+
+def make_root(root: Path) -> None:
+    """A book skeleton: the config and the landing page, nothing executed."""
+    shutil.copy(runs.REPO_ROOT / "_config.yml", root / "_config.yml")
+    (root / "book").mkdir()
+    shutil.copy(runs.REPO_ROOT / "book" / "intro.md", root / "book" / "intro.md")
+
+
+def run_chapters(root: Path, smoke: bool, overrides: dict | None = None) -> dict:
+    """Seconds per chapter of running every present chapter into root/book/chapters."""
+    times = {}
+    for chapter in runs.CHAPTERS:
+        if not chapter.source.exists():
+            continue
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            runs.run_chapter(chapter, (overrides or {}).get(chapter.name), output_dir=root / "book" / "chapters",
+                             smoke=smoke)
+        times[chapter.name] = time.perf_counter() - start
+    return times
+
+
+def build_html(root: Path) -> float:
+    start = time.perf_counter()
+    toc = runs.write_toc(runs.CHAPTERS, root=root)
+    runs.write_findings(runs.CHAPTERS, root=root)
+    subprocess.run(runs.jupyter_book_command(root, toc), check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="real chapter defaults (slow), not smoke")
+    parser.add_argument("--no-html", action="store_true", help="time the chapters only, not Jupyter Book")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary book root and print it")
+    args = parser.parse_args(argv)
+    smoke = not args.full
+    tmp = Path(tempfile.mkdtemp(prefix="bench_book_"))
+    old_cache = os.environ.get("TUNESTUDY_CACHE")
+    os.environ["TUNESTUDY_CACHE"] = str(tmp / "cache")  # read on every call, and inherited by the kernels
+    root = tmp / "root"
+    root.mkdir()
+    make_root(root)
+    figures = {}
+    try:
+        for phase, overrides in (("cold", None), ("warm", None),
+                                 ("changed", {CHANGED_CHAPTER: {CHANGED_PARAMETER: CHANGED_VALUE}})):
+            chapters = run_chapters(root, smoke, overrides)
+            html = 0.0 if args.no_html else build_html(root)
+            figures[phase] = {"chapters": chapters, "html": html}
+    finally:
+        if old_cache is None:
+            os.environ.pop("TUNESTUDY_CACHE", None)
+        else:
+            os.environ["TUNESTUDY_CACHE"] = old_cache
+        if args.keep:
+            print(f"book root kept at {root}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    names = list(figures["cold"]["chapters"])
+    print(f"book build times ({'smoke' if smoke else 'full'} chapters; seconds)")
+    print(f"{'chapter':<18} {'cold':>8} {'warm':>8} {'changed':>8}")
+    for name in names:
+        print(f"{name:<18} " + " ".join(f"{figures[p]['chapters'][name]:>8.1f}" for p in ("cold", "warm", "changed")))
+    if not args.no_html:
+        print(f"{'jupyter-book html':<18} " + " ".join(f"{figures[p]['html']:>8.1f}" for p in ("cold", "warm", "changed")))
+    print(f"{'total':<18} " + " ".join(f"{sum(figures[p]['chapters'].values()) + figures[p]['html']:>8.1f}"
+                                     for p in ("cold", "warm", "changed")))
+    print(f"changed = {CHANGED_CHAPTER} with {CHANGED_PARAMETER}={CHANGED_VALUE}: the other chapters are "
+          "skipped and the base models come from the cache")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""Fault tolerance: killed builds, corrupt files, concurrent builds, bad inputs, determinism, divergence.
+
+Everything runs on a tiny world and the tiny model (a base builds in about a
+second), with the artifact cache in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunestudy import cache, data, experiments, models, pipeline, plots, tuning
+
+TINY = dict(seed=1, size="tiny", num_known=12, num_unknown=8, pretrain_epochs=1, num_format_docs=10)
+REPO = Path(__file__).resolve().parent.parent
+ALPACA = Path(__file__).resolve().parent / "data" / "alpaca_small.json"
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(root))
+    return root
+
+
+def tiny_spec(**changes):
+    return pipeline.base_spec(**{**TINY, **changes})
+
+
+def logits_of(folder: Path) -> torch.Tensor:
+    model, _ = models.load_pretrained(str(folder))
+    ids = torch.arange(4, 40).view(2, 18)
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def artifacts(root: Path, kind: str) -> list[Path]:
+    """Complete-looking artifact folders of a kind (not locks, not tmp folders)."""
+    folder = root / kind
+    if not folder.exists():
+        return []
+    return [p for p in folder.iterdir() if p.is_dir() and ".tmp-" not in p.name]
+
+
+def tmpdirs(root: Path, kind: str = "base") -> list[Path]:
+    return list((root / kind).glob("*.tmp-*")) if (root / kind).exists() else []
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import torch
+    torch.set_num_threads(1)
+    from tunestudy import cache, models, pipeline, tuning
+
+    mode, count_file = sys.argv[1], sys.argv[2]
+    spec = pipeline.base_spec(**json.loads(sys.argv[3]))
+
+    original_pretrain = tuning.pretrain
+    def counted_pretrain(*args, **kwargs):  # one line per real build
+        with open(count_file, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return original_pretrain(*args, **kwargs)
+    tuning.pretrain = counted_pretrain
+
+    original_loop = tuning.train_loop
+    def slow_loop(*args, on_step=None, **kwargs):  # training that takes long enough to be interrupted
+        def step(s):
+            time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+            if on_step is not None:
+                on_step(s)
+        return original_loop(*args, on_step=step, **kwargs)
+    tuning.train_loop = slow_loop
+
+    if mode == "save":  # killed while the artifact's files are being written
+        original_save = models.save
+        def save_then_hang(*args, **kwargs):
+            original_save(*args, **kwargs)
+            time.sleep(600)
+        models.save = save_then_hang
+    elif mode == "manifest":  # killed with every file written but before the manifest
+        original_manifest = cache._write_manifest
+        def hang_then_manifest(*args, **kwargs):
+            time.sleep(600)
+            original_manifest(*args, **kwargs)
+        cache._write_manifest = hang_then_manifest
+
+    print(pipeline.build_base(spec), flush=True)
+    """
+)
+
+
+def start_child(tmp_path: Path, mode: str, spec: dict, step_sleep: float = 0.0) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "STEP_SLEEP": str(step_sleep), "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, str(script), mode, str(tmp_path / "builds.txt"), json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if proc.poll() is not None:
+            pytest.fail(f"child exited ({proc.returncode}) before the expected state")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("timed out waiting for the child")
+
+
+def build_count(tmp_path: Path) -> int:
+    path = tmp_path / "builds.txt"
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+# --- killed builds -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("moment", ["train", "save", "manifest"])
+def test_sigkill_leaves_no_usable_partial_artifact(moment, cache_dir, tmp_path, monkeypatch):
+    """SIGKILL during training / file writing / before the manifest: nothing usable, and a rerun is exact."""
+    spec_kwargs = {**TINY, "pretrain_epochs": 30} if moment == "train" else TINY
+    spec = pipeline.base_spec(**spec_kwargs)
+    final = cache_dir / "base" / cache.artifact_key("base", spec.params())
+    proc = start_child(tmp_path, moment, spec_kwargs, step_sleep=0.2 if moment == "train" else 0.0)
+    try:
+        if moment == "train":
+            wait_for(lambda: tmpdirs(cache_dir), proc)
+            wait_for(lambda: build_count(tmp_path) == 1, proc)  # inside pretraining
+            time.sleep(0.5)
+        elif moment == "save":
+            wait_for(lambda: [d for d in tmpdirs(cache_dir) if (d / "model.safetensors").exists()], proc)
+        else:
+            wait_for(lambda: [d for d in tmpdirs(cache_dir) if (d / "pretrain_log.json").exists()], proc)
+        assert proc.poll() is None, "the child finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not final.exists()
+    leftovers = tmpdirs(cache_dir)
+    assert leftovers, "the killed build should have left its tmp folder behind"
+    for tmp in leftovers:
+        assert not (tmp / cache.MANIFEST).exists()
+        assert cache.verify(tmp) is not None
+
+    rebuilt = pipeline.build_base(spec)  # the rerun clears the stale tmp folder and builds afresh
+    assert rebuilt == final and cache.verify(rebuilt) is None
+    assert not tmpdirs(cache_dir)
+    other = tmp_path / "uninterrupted"
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(other))
+    reference = pipeline.build_base(spec)
+    assert reference.parent.parent == other
+    assert torch.equal(logits_of(rebuilt), logits_of(reference))
+
+
+# --- corrupt files -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete_manifest"])
+def test_corrupt_cached_file_is_detected_and_rebuilt(damage, cache_dir, caplog):
+    spec = tiny_spec()
+    folder = pipeline.build_base(spec)
+    original = logits_of(folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "flip_byte":
+        raw = bytearray(weights.read_bytes())
+        raw[-10] ^= 0xFF  # inside the float data: same size, loads fine, wrong numbers
+        weights.write_bytes(bytes(raw))
+    else:
+        (folder / cache.MANIFEST).unlink()
+    problem = cache.verify(folder)
+    assert problem is not None
+    if damage != "delete_manifest":
+        assert "model.safetensors" in problem
+
+    with caplog.at_level("WARNING", logger="tunestudy.cache"):
+        again = pipeline.build_base(spec)
+    assert again == folder
+    assert "corrupt" in caplog.text and "rebuilding" in caplog.text
+    assert cache.verify(again) is None
+    assert torch.equal(logits_of(again), original)
+
+
+# --- concurrent builds -------------------------------------------------------------------------
+
+def test_two_processes_build_once_and_share(cache_dir, tmp_path):
+    procs = [start_child(tmp_path, "plain", TINY, step_sleep=1.0) for _ in range(2)]
+    outs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        outs.append(out.strip())
+    assert build_count(tmp_path) == 1
+    assert outs[0] == outs[1]
+    folder = Path(outs[0])
+    assert folder.parent.parent == cache_dir
+    assert cache.verify(folder) is None
+    assert not tmpdirs(cache_dir)
+
+
+# --- bad inputs --------------------------------------------------------------------------------
+
+def write(tmp_path: Path, name: str, content) -> Path:
+    path = tmp_path / "inputs" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def good_base(**changes):
+    kwargs = dict(size="tiny", num_known=12, num_unknown=8, num_paraphrases=2, pretrain_epochs=1,
+                  smoke=False, seeds=[0])
+    return lambda: experiments.base_kwargs(**{**kwargs, **changes})
+
+
+def good_tune(**changes):
+    kwargs = dict(method="lora", lr=1e-3, tune_epochs=1.0)
+    return lambda: experiments.tune_config(**{**kwargs, **changes})
+
+
+# (case id, call, words the message must contain)
+BAD_INPUTS = [
+    ("base_size", good_base(size="huge"), ["size", "tiny", "huge"]),
+    ("base_num_known_float", good_base(num_known=2.5), ["num_known", "integer"]),
+    ("base_pretrain_epochs_zero", good_base(pretrain_epochs=0), ["pretrain_epochs", ">= 1"]),
+    ("tune_method", good_tune(method="qlora"), ["method", "lora", "full", "qlora"]),
+    ("tune_lr_big", good_tune(lr=5.0), ["lr", "between 0 and 1"]),
+    ("tune_lr_text", good_tune(lr="fast"), ["lr", "between 0 and 1"]),
+    ("tune_rank_zero", good_tune(lora_rank=0), ["lora_rank", "positive"]),
+    ("tune_loss_on", good_tune(loss_on="prompt"), ["loss_on", "response", "value"]),
+    ("set_kind", lambda: experiments.set_spec("famous", 10), ["kind", "known", "famous"]),
+    ("set_style", lambda: experiments.set_spec("known", 10, style="poetic"), ["style", "simplified", "poetic"]),
+    ("set_size", lambda: experiments.set_spec("known", 0), ["set size", ">= 1"]),
+    ("int_list", lambda: experiments.parse_int_list("capacity_ranks", "1,x,16"), ["capacity_ranks", "integers"]),
+    ("int_list_zero", lambda: experiments.parse_int_list("scale_factors", "0,2"), ["scale_factors", "positive"]),
+    ("float_list", lambda: experiments.parse_float_list("full_lrs", "1e-3,2"), ["full_lrs", "between 0 and 1"]),
+    ("seeds_negative", lambda: experiments.seeds_for(-1, 3), ["seed", ">= 0"]),
+    ("num_seeds_zero", lambda: experiments.seeds_for(0, 0), ["num_seeds", ">= 1"]),
+    ("model_missing_folder", lambda: models.load_pretrained("/nonexistent/tunestudy-model"),
+     ["base_model", "config.json", "save_pretrained"]),
+    ("model_empty_string", lambda: models.load_pretrained(""), ["base_model", "non-empty"]),
+]
+
+
+@pytest.mark.parametrize("call,words", [(c, w) for _, c, w in BAD_INPUTS], ids=[i for i, _, _ in BAD_INPUTS])
+def test_bad_parameter_one_line_error(call, words, cache_dir):
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and message.strip()
+    for word in words:
+        assert word in message, f"{word!r} missing from: {message}"
+    assert not cache_dir.exists() or not any(cache_dir.iterdir())
+
+
+def test_model_folder_without_config(cache_dir, tmp_path):
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError) as info:
+        models.load_pretrained(str(folder))
+    message = str(info.value)
+    assert "\n" not in message and "config.json" in message and str(folder) in message
+    assert not cache_dir.exists()
+
+
+@pytest.mark.xfail(reason="TuneConfig.validate compares before checking the type: a TypeError "
+                          "(\"'>' not supported between instances of 'str' and 'int'\") that names no parameter")
+@pytest.mark.parametrize("changes", [{"tune_epochs": "many"}, {"lora_rank": "two"}],
+                         ids=["tune_epochs_text", "lora_rank_text"])
+def test_bad_parameter_types_name_the_parameter(changes, cache_dir):
+    with pytest.raises(ValueError) as info:
+        good_tune(**changes)()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.xfail(reason="TuneConfig.validate accepts a fractional lora_rank (1.5); peft fails later")
+def test_fractional_lora_rank_refused(cache_dir):
+    with pytest.raises(ValueError):
+        good_tune(lora_rank=1.5)()
+
+
+def cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tunestudy", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["run", "no_such_chapter"], ["no_such_chapter", "allowed", "01_world"]),
+    (["run", "01_world", "-p", "sed", "7"], ["'sed'", "allowed", "seed"]),
+], ids=["unknown_chapter", "unknown_parameter"])
+def test_cli_bad_input_one_line(args, words, cache_dir, tmp_path):
+    out_dir = tmp_path / "out"
+    result = cli(*args, "--output-dir", str(out_dir), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tunestudy: error:"), result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out_dir.exists() and not cache_dir.exists()
+
+
+# --- instruction JSON files --------------------------------------------------------------------
+
+def test_alpaca_sample_loads():
+    examples = data.load_alpaca(ALPACA)
+    assert len(examples) == 5
+    assert all(set(e) == {"instruction", "input", "output"} for e in examples)
+    assert all(isinstance(v, str) for e in examples for v in e.values())
+    assert examples[3]["input"] == ""  # optional field defaults to empty
+    assert examples[2]["input"].startswith("Lena Fisk")
+
+
+ALPACA_BAD = [
+    ("missing_file", None, ["does not exist", "instruction"]),
+    ("bad_encoding", '[{"instruction": "caf\xe9", "output": "x"}]'.encode("latin-1"), ["not UTF-8"]),
+    ("invalid_json", '[{"instruction": "a", "output": "b",]', ["not valid JSON", "line 1"]),
+    ("not_a_list", '{"instruction": "a", "output": "b"}', ["dict", "not a list"]),
+    ("empty_list", "[]", ["empty list", "at least one"]),
+    ("item_not_object", '[{"instruction": "a", "output": "b"}, "oops"]', ["item 1", "not an object"]),
+    ("missing_instruction", '[{"instruction": "a", "output": "b"}, {"output": "c"}]', ["item 1", "'instruction'"]),
+    ("missing_output", '[{"instruction": "a", "output": "b"}, {"instruction": "a"}, {}]', ["item 1", "'output'"]),
+    ("non_string_output", '[{"instruction": "a", "output": 5}]', ["item 0", "'output'", "int", "not a string"]),
+    ("non_string_input", '[{"instruction": "a", "input": ["x"], "output": "b"}]', ["item 0", "'input'", "list"]),
+    ("empty_instruction", '[{"instruction": "  ", "output": "b"}]', ["item 0", "'instruction'", "empty"]),
+]
+
+
+@pytest.mark.parametrize("content,words", [(c, w) for _, c, w in ALPACA_BAD], ids=[i for i, _, _ in ALPACA_BAD])
+def test_alpaca_bad_file_one_line_error(content, words, tmp_path, cache_dir):
+    path = tmp_path / "missing.json" if content is None else write(tmp_path, "set.json", content)
+    with pytest.raises(ValueError) as info:
+        data.load_alpaca(path)
+    message = str(info.value)
+    assert "\n" not in message and path.name in message
+    for word in words:
+        assert word in message, f"{word!r} missing from: {message}"
+    assert not cache_dir.exists()
+
+
+def test_alpaca_accepts_utf8_bom(tmp_path):
+    path = write(tmp_path, "bom.json", b"\xef\xbb\xbf" + '[{"instruction": "caf\u00e9?", "output": "oui"}]'.encode())
+    assert data.load_alpaca(path)[0]["instruction"] == "caf\u00e9?"
+
+
+# --- determinism -------------------------------------------------------------------------------
+
+def test_write_results_same_bytes(tmp_path):
+    results = {"b": [np.float32(0.1), np.int64(3), float("nan")], "a": {"z": np.bool_(True), "y": 1e-12},
+               "headline": "LoRA shifts 3% of tokens", "per_seed": [{"seed": 0, "x": 0.30000000000000004}]}
+    first = plots.write_results("ch", results, tmp_path / "one").read_bytes()
+    second = plots.write_results("ch", dict(reversed(list(results.items()))), tmp_path / "two").read_bytes()
+    third = plots.write_results("ch", results, tmp_path / "one").read_bytes()  # overwrite in place
+    assert first == second == third
+    assert b"NaN" not in first and json.loads(first)["b"][2] is None
+    assert not list((tmp_path / "one").glob("*.tmp-*"))
+
+
+def test_evaluate_identical_from_two_empty_caches(tmp_path, monkeypatch):
+    spec = tiny_spec()
+    data_spec = pipeline.SetSpec(kind="mix", size=16)
+    config = tuning.TuneConfig(method="lora", steps=3)
+    outputs = []
+    for run in ("a", "b"):
+        monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / run))
+        result = pipeline.evaluate(spec, data_spec, config)
+        folder = artifacts(tmp_path / run, "evaluation")
+        assert len(folder) == 1
+        outputs.append(((folder[0] / "result.json").read_bytes(), cache.canonical_json(result)))
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0][0])["answers"]
+
+
+# --- divergence --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_nan_loss_stops_without_artifact(method, cache_dir, monkeypatch):
+    spec = tiny_spec()
+    pipeline.build_base(spec)
+    original_load = pipeline.load_base
+
+    def poisoned_load(*args, **kwargs):  # the base now outputs NaN logits, as a diverged run would
+        model, tokenizer = original_load(*args, **kwargs)
+        model.lm_head.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+        return model, tokenizer
+
+    monkeypatch.setattr(pipeline, "load_base", poisoned_load)
+    config = tuning.TuneConfig(method=method, steps=3)
+    with pytest.raises(FloatingPointError) as info:
+        pipeline.tune(spec, pipeline.SetSpec(kind="known", size=16), config)
+    message = str(info.value)
+    assert "\n" not in message and "nan" in message and "learning rate" in message and "Nothing was saved" in message
+    assert artifacts(cache_dir, "tuned") == [] and tmpdirs(cache_dir, "tuned") == []
+
+
+def test_absurd_lr_past_validation_stops_without_artifact(cache_dir, monkeypatch):
+    """With the lr check switched off, lr=1e6 diverges within a few steps and is refused, not cached."""
+    spec = tiny_spec()
+    monkeypatch.setattr(tuning.TuneConfig, "validate", lambda self: None)
+    config = tuning.TuneConfig(method="full", lr=1e30, steps=20)
+    with pytest.raises(FloatingPointError, match="loss became"):
+        pipeline.tune(spec, pipeline.SetSpec(kind="known", size=16), config)
+    assert artifacts(cache_dir, "tuned") == [] and tmpdirs(cache_dir, "tuned") == []
