@@ -11,9 +11,10 @@ book or cache:
 - changed: 02_kl_shift with `lora_lr` changed: the base models are reused from the
            cache, only the LoRA runs and that chapter's evaluation are redone.
 
-    python bench/bench_book.py            # smoke-sized chapters (about a few minutes)
+    python bench/bench_book.py            # smoke-sized chapters (minutes; ~15 min on a busy 2-core machine)
     python bench/bench_book.py --full     # the book's real defaults (about 30 minutes or more)
     python bench/bench_book.py --no-html  # chapters only, skip Jupyter Book
+    python bench/bench_book.py --quick    # only 01_world and 02_kl_shift
 """
 
 from __future__ import annotations
@@ -40,24 +41,24 @@ def make_root(root: Path) -> None:
     shutil.copy(runs.REPO_ROOT / "book" / "intro.md", root / "book" / "intro.md")
 
 
-def run_chapters(root: Path, smoke: bool, overrides: dict | None = None) -> dict:
-    """Seconds per chapter of running every present chapter into root/book/chapters."""
-    times = {}
-    for chapter in runs.CHAPTERS:
-        if not chapter.source.exists():
-            continue
+def run_chapters(root: Path, smoke: bool, names: list, overrides: dict | None = None) -> tuple[dict, list]:
+    """(seconds per chapter, chapters actually executed) for the named chapters into root/book/chapters."""
+    times, executed = {}, []
+    for name in names:
         start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            runs.run_chapter(chapter, (overrides or {}).get(chapter.name), output_dir=root / "book" / "chapters",
-                             smoke=smoke)
-        times[chapter.name] = time.perf_counter() - start
-    return times
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            runs.run_chapter(name, (overrides or {}).get(name), output_dir=root / "book" / "chapters", smoke=smoke)
+        times[name] = time.perf_counter() - start
+        if "up to date" not in printed.getvalue():
+            executed.append(name)
+    return times, executed
 
 
-def build_html(root: Path) -> float:
+def build_html(root: Path, table: tuple) -> float:
     start = time.perf_counter()
-    toc = runs.write_toc(runs.CHAPTERS, root=root)
-    runs.write_findings(runs.CHAPTERS, root=root)
+    toc = runs.write_toc(table, root=root)
+    runs.write_findings(table, root=root)
     subprocess.run(runs.jupyter_book_command(root, toc), check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -66,6 +67,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="real chapter defaults (slow), not smoke")
     parser.add_argument("--no-html", action="store_true", help="time the chapters only, not Jupyter Book")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only 01_world and {CHANGED_CHAPTER} (smoke), for a short check")
     parser.add_argument("--keep", action="store_true", help="keep the temporary book root and print it")
     args = parser.parse_args(argv)
     smoke = not args.full
@@ -75,13 +78,17 @@ def main(argv=None) -> dict:
     root = tmp / "root"
     root.mkdir()
     make_root(root)
+    names = [c.name for c in runs.CHAPTERS if c.source.exists()]
+    if args.quick:
+        names = [n for n in names if n in ("01_world", CHANGED_CHAPTER)]
+    table = tuple(c for c in runs.CHAPTERS if c.name in names)
     figures = {}
     try:
         for phase, overrides in (("cold", None), ("warm", None),
                                  ("changed", {CHANGED_CHAPTER: {CHANGED_PARAMETER: CHANGED_VALUE}})):
-            chapters = run_chapters(root, smoke, overrides)
-            html = 0.0 if args.no_html else build_html(root)
-            figures[phase] = {"chapters": chapters, "html": html}
+            chapters, executed = run_chapters(root, smoke, names, overrides)
+            html = 0.0 if args.no_html else build_html(root, table)
+            figures[phase] = {"chapters": chapters, "html": html, "executed": executed}
     finally:
         if old_cache is None:
             os.environ.pop("TUNESTUDY_CACHE", None)
@@ -92,7 +99,6 @@ def main(argv=None) -> dict:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    names = list(figures["cold"]["chapters"])
     print(f"book build times ({'smoke' if smoke else 'full'} chapters; seconds)")
     print(f"{'chapter':<18} {'cold':>8} {'warm':>8} {'changed':>8}")
     for name in names:
@@ -101,6 +107,13 @@ def main(argv=None) -> dict:
         print(f"{'jupyter-book html':<18} " + " ".join(f"{figures[p]['html']:>8.1f}" for p in ("cold", "warm", "changed")))
     print(f"{'total':<18} " + " ".join(f"{sum(figures[p]['chapters'].values()) + figures[p]['html']:>8.1f}"
                                      for p in ("cold", "warm", "changed")))
+    print("executed (not skipped): " + "; ".join(f"{p}: {', '.join(figures[p]['executed']) or 'none'}"
+                                                  for p in ("cold", "warm", "changed")))
+    expected = {"warm": [], "changed": [CHANGED_CHAPTER]}
+    for phase, wanted in expected.items():
+        if figures[phase]["executed"] != wanted:
+            print(f"note: the {phase} phase executed {figures[phase]['executed']} (expected {wanted}): a notebook "
+                  "or the package source changed while the benchmark ran, so its times are not clean")
     print(f"changed = {CHANGED_CHAPTER} with {CHANGED_PARAMETER}={CHANGED_VALUE}: the other chapters are "
           "skipped and the base models come from the cache")
     return figures

@@ -2,8 +2,8 @@
 
 Each bench_*.py runs in its own process with this interpreter, one after the
 other (never in parallel: they time the CPU). `--quick` passes `--quick` to
-the scripts that take it. bench_book.py runs with smoke-sized chapters (its
-`--full` mode is never used here). Extra arguments after `--` go to every
+the scripts that take it (bench_train: few steps; bench_book: two chapters).
+bench_book.py runs with smoke-sized chapters (its `--full` mode is never used here). Extra arguments after `--` go to every
 script. The exit code is non-zero if any script failed.
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-TAKES_QUICK = {"bench_train.py"}
+TAKES_QUICK = {"bench_train.py", "bench_book.py"}
 
 
 def main(argv=None) -> int:

@@ -1,41 +1,33 @@
 """Every chapter of the run table executes end to end with smoke=True."""
 
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
 
+from conftest import CHAPTERS
 from tunestudy import runs
 
-CHAPTERS = [c.name for c in runs.CHAPTERS if (runs.REPO_ROOT / c.notebook).exists()]
 
-
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
-@pytest.mark.parametrize("name", CHAPTERS)
-def test_chapter_executes_in_smoke_mode(name, fresh_cache):
-    out = runs.run_chapter(name, output_dir=fresh_cache / "book", smoke=True)
-    notebook = nbformat.read(out, as_version=4)
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
-    results = json.loads((fresh_cache / "book" / "results" / f"{name}.json").read_text())
-    assert results["parameters"]["seeds"]
-    figures = list((fresh_cache / "book" / "figures").glob(f"{name}_*.png"))
+@pytest.mark.parametrize("name", [c.name for c in CHAPTERS])
+def test_chapter_executes_in_smoke_mode(name, smoke_book):
+    chapters = smoke_book / "book" / "chapters"
+    notebook = nbformat.read(chapters / f"{name}.ipynb", as_version=4)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    # figures are shown in the page itself, not only saved to files
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    results = json.loads((chapters / "results" / f"{name}.json").read_text())
+    assert results["parameters"]["seeds"] and results["verdict"] and results["headline"]
+    figures = list((chapters / "figures").glob(f"{name}_*.png"))
     assert figures and all(f.stat().st_size > 1000 for f in figures)
 
 
-def test_same_seed_gives_byte_identical_results(tmp_path, monkeypatch):
-    """Two runs from two empty caches: nothing is reused, and the numbers agree to the byte."""
-    outputs = []
-    for run in ("a", "b"):
-        monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / run / "cache"))
-        runs.run_chapter("01_world", output_dir=tmp_path / run / "book", smoke=True)
-        outputs.append((tmp_path / run / "book" / "results" / "01_world.json").read_bytes())
-    assert outputs[0] == outputs[1]
-    assert json.loads(outputs[0])["probe_known_by_seed"]
+def test_same_seed_gives_byte_identical_results(smoke_book, tmp_path, monkeypatch):
+    """A second run of chapter 1 from another empty cache: nothing is reused, the numbers agree to the byte."""
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    runs.run_chapter("01_world", output_dir=tmp_path / "book", smoke=True)
+    again = (tmp_path / "book" / "results" / "01_world.json").read_bytes()
+    first = (smoke_book / "book" / "chapters" / "results" / "01_world.json").read_bytes()
+    assert again == first
+    assert json.loads(first)["probe_known_by_seed"]

@@ -22,7 +22,6 @@ import torch
 from tunestudy import cache, data, experiments, models, pipeline, plots, tuning
 
 TINY = dict(seed=1, size="tiny", num_known=12, num_unknown=8, pretrain_epochs=1, num_format_docs=10)
-REPO = Path(__file__).resolve().parent.parent
 ALPACA = Path(__file__).resolve().parent / "data" / "alpaca_small.json"
 
 
@@ -327,6 +326,15 @@ def test_cli_bad_input_one_line(args, words, cache_dir, tmp_path):
         assert word in lines[0]
     assert "Traceback" not in result.stderr
     assert not out_dir.exists() and not cache_dir.exists()
+
+
+def test_cli_bad_value_one_line(cache_dir, tmp_path):
+    result = cli("run", "01_world", "-p", "num_seeds", "abc", "--smoke", "--output-dir", str(tmp_path / "out"),
+                 cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Kernel is running over TCP" not in line]
+    assert result.returncode != 0 and "num_seeds must be an integer" in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert not cache_dir.exists()
 
 
 # --- instruction JSON files --------------------------------------------------------------------

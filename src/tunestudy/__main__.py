@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import papermill
 from pathlib import Path
 
 from tunestudy import runs
@@ -78,6 +80,12 @@ def main(argv: list[str] | None = None, table: tuple[runs.Chapter, ...] = runs.C
     except runs.UsageError as err:
         print(f"tunestudy: error: {err}", file=sys.stderr)
         return 2
+    except papermill.PapermillExecutionError as err:
+        # A chapter stopped (a bad parameter value, a diverged run): its one-line reason, not a traceback.
+        reason = str(err.evalue).splitlines()[0] if err.evalue else ""
+        print(f"tunestudy: error: {err.ename}: {reason} (the executed notebook is kept as *.failed.ipynb)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

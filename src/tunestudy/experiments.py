@@ -8,13 +8,21 @@ check here never invalidates a cached model.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
+import transformers
 
 from . import metrics, tuning, world as W
 from .pipeline import *  # noqa: F401,F403  (the notebooks' one entry point)
 from .pipeline import BaseSpec, SetSpec, base_probe, base_spec, checkpoint_epochs, evaluate, pretrain_log, train_log
+
+# A chapter page shows results, not loading bars or library deprecation notices.
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
 # --- summaries for the book --------------------------------------------------------------------
@@ -71,10 +79,14 @@ def replicate(base_kwargs: dict, data: SetSpec, config: tuning.TuneConfig, seeds
     return rows
 
 
-def seeds_for(seed: int, num_seeds: int) -> list:
+SMOKE_SEEDS = 2  # replicates in smoke mode: enough to draw a spread, fast enough for the tests
+
+
+def seeds_for(seed: int, num_seeds: int, smoke: bool = False) -> list:
+    """Replicate seeds seed, seed+1, ...; smoke mode keeps the first two."""
     W._check_int("seed", seed, minimum=0)
     W._check_int("num_seeds", num_seeds, minimum=1)
-    return [seed + i for i in range(num_seeds)]
+    return [seed + i for i in range(min(num_seeds, SMOKE_SEEDS) if smoke else num_seeds)]
 
 
 # --- notebook parameters -----------------------------------------------------------------------

@@ -12,11 +12,10 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# No matplotlib.use("Agg") here: inside a notebook kernel it would stop plt.show()
+# from putting the figure in the page; without a display matplotlib picks Agg itself.
+import matplotlib.pyplot as plt
+import numpy as np
 
 METHOD_COLORS = {"lora": "#1f77b4", "full": "#d62728", "base": "#7f7f7f"}
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False,
