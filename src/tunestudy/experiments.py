@@ -133,6 +133,8 @@ SMOKE_TUNE = {"set_size": 16, "tune_epochs": 1.0}
 def tune_config(method: str, lr: float, tune_epochs: float, lora_rank: int = 1,
                 lora_targets: str = "q_proj,v_proj", **extra) -> tuning.TuneConfig:
     """A checked TuneConfig from notebook parameters (alpha = 2 x rank, as is common)."""
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1:  # before it sets alpha
+        raise ValueError(f"lora_rank must be a positive integer, got {lora_rank!r}")
     config = tuning.TuneConfig(method=method, lr=lr, epochs=tune_epochs, lora_rank=lora_rank,
                                lora_alpha=2.0 * lora_rank, lora_targets=lora_targets, **extra)
     config.validate()

@@ -271,7 +271,9 @@ def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: i
         "positions": positions,
         "probe_after": probe(tuned_model, tokenizer, known_people),
         "probe_before": base_probe(base, epoch)["known"],
-        "train_log": train_log(base, data, config, epoch),
+        # wall-clock seconds stay in the tuned model's folder: the evaluation holds only results,
+        # so the same seed gives a byte-identical evaluation
+        "train_log": {k: v for k, v in train_log(base, data, config, epoch).items() if k != "seconds"},
         "examples": [{"question": q.instruction, "answer": t} for q, t in zip(questions[:3], texts[:3])],
     }
     return result

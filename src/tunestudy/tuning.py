@@ -49,11 +49,21 @@ class TuneConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        """One-line errors naming the parameter, before any work; types first, then ranges."""
+        for name in ("steps", "batch_size", "lora_rank", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("lr", "epochs", "lora_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                allowed = " between 0 and 1" if name == "lr" else ""
+                raise ValueError(f"{name} must be a number{allowed}, got {value!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.loss_on not in LOSS_ON:
             raise ValueError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
+        if not 0 < self.lr < 1:
             raise ValueError(f"lr must be a number between 0 and 1, got {self.lr!r}")
         if self.steps < 0 or (self.steps == 0 and not self.epochs > 0):
             raise ValueError(f"steps must be >= 0 and epochs > 0 when steps is 0, got steps={self.steps}, "
