@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunestudy import cache, experiments as X, models, tuning
+from tunestudy import experiments as X, models, tuning
 
 TINY_BASE = dict(size="tiny", num_known=12, num_unknown=8, pretrain_epochs=1, num_format_docs=10)
 

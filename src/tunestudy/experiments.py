@@ -7,7 +7,6 @@ check here never invalidates a cached model.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import replace
 
@@ -69,14 +68,17 @@ def summarize(result: dict) -> dict:
     return out
 
 
+def evaluations(base_kwargs: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
+                epoch: int | None = None) -> list:
+    """(seed, evaluate(...)) for each seed: each seed has its own world, base and tuning order."""
+    return [(seed, evaluate(base_spec(seed=seed, **base_kwargs), data, replace(config, seed=seed), epoch))
+            for seed in seeds]
+
+
 def replicate(base_kwargs: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
               epoch: int | None = None) -> list:
-    """`summarize(evaluate(...))` for each seed: each seed has its own world, base and tuning order."""
-    rows = []
-    for seed in seeds:
-        spec = base_spec(seed=seed, **base_kwargs)
-        rows.append({"seed": seed, **summarize(evaluate(spec, data, replace(config, seed=seed), epoch))})
-    return rows
+    """One row of `summarize` numbers per seed."""
+    return [{"seed": seed, **summarize(result)} for seed, result in evaluations(base_kwargs, data, config, seeds, epoch)]
 
 
 SMOKE_SEEDS = 2  # replicates in smoke mode: enough to draw a spread, fast enough for the tests
@@ -157,22 +159,15 @@ def smoke_tune(set_size: int, tune_epochs: float, smoke: bool) -> tuple:
 def sorted_kl_curves(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
                      key: str = "kl", num_points: int = 101) -> np.ndarray:
     """(seeds, num_points) per-position KL sorted descending, sampled at percentiles 0..100."""
-    curves = []
-    for seed in seeds:
-        result = evaluate(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed))
-        curves.append(metrics.kl_summary(result["positions"][key], num_points=num_points)["curve"])
-    return np.array(curves)
+    return np.array([metrics.kl_summary(result["positions"][key], num_points=num_points)["curve"]
+                     for _, result in evaluations(base_kwargs_, data, config, seeds)])
 
 
 def positions_table(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list):
     """All scored positions of all seeds as one pandas DataFrame (one row per response token)."""
     import pandas as pd
-    frames = []
-    for seed in seeds:
-        result = evaluate(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed))
-        frame = pd.DataFrame(result["positions"])
-        frame["seed"] = seed
-        frames.append(frame)
+    frames = [pd.DataFrame(result["positions"]).assign(seed=seed)
+              for seed, result in evaluations(base_kwargs_, data, config, seeds)]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 FIRST_NAMES = (
     "Alice Bruno Clara Dmitri Elena Felix Greta Hugo Irene Jonas Kira Lars Mira Nadia Oscar "
@@ -376,7 +376,3 @@ def token_role(token: str) -> str:
 
 _NAME_WORDS = frozenset(FIRST_NAMES) | frozenset(LAST_NAMES)
 ROLES = ("format", "style", "name", "value")
-
-
-def config_dict(config) -> dict:
-    return asdict(config)
