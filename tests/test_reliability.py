@@ -236,7 +236,7 @@ def write(tmp_path: Path, name: str, content) -> Path:
 
 def good_base(**changes):
     kwargs = dict(size="tiny", num_known=12, num_unknown=8, num_paraphrases=2, pretrain_epochs=1,
-                  smoke=False, seeds=[0])
+                  pretrain_lr=1e-2, smoke=False, seeds=[0])
     return lambda: experiments.base_kwargs(**{**kwargs, **changes})
 
 
@@ -250,6 +250,8 @@ BAD_INPUTS = [
     ("base_size", good_base(size="huge"), ["size", "tiny", "huge"]),
     ("base_num_known_float", good_base(num_known=2.5), ["num_known", "integer"]),
     ("base_pretrain_epochs_zero", good_base(pretrain_epochs=0), ["pretrain_epochs", ">= 1"]),
+    ("base_pretrain_lr_big", good_base(pretrain_lr=2.0), ["pretrain_lr", "between 0 and 1"]),
+    ("base_pretrain_lr_text", good_base(pretrain_lr="fast"), ["pretrain_lr", "between 0 and 1"]),
     ("tune_method", good_tune(method="qlora"), ["method", "lora", "full", "qlora"]),
     ("tune_lr_big", good_tune(lr=5.0), ["lr", "between 0 and 1"]),
     ("tune_lr_text", good_tune(lr="fast"), ["lr", "between 0 and 1"]),

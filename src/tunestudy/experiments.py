@@ -97,13 +97,13 @@ SMOKE_BASE = {"size": "tiny", "num_known": 20, "num_unknown": 12, "pretrain_epoc
 
 
 def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: int, pretrain_epochs: int,
-                smoke: bool, seeds: list) -> dict:
+                pretrain_lr: float, smoke: bool, seeds: list) -> dict:
     """The base parameters of a chapter, checked for every seed before any work starts.
 
     smoke=True shrinks the world and the pretraining so the test suite runs a chapter in seconds.
     """
     kwargs = {"size": size, "num_known": num_known, "num_unknown": num_unknown,
-              "num_paraphrases": num_paraphrases, "pretrain_epochs": pretrain_epochs}
+              "num_paraphrases": num_paraphrases, "pretrain_epochs": pretrain_epochs, "pretrain_lr": pretrain_lr}
     if smoke:
         kwargs.update(SMOKE_BASE)
     for seed in seeds:

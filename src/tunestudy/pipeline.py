@@ -39,15 +39,15 @@ class BaseSpec:
 
 
 def base_spec(seed: int = 0, size: str = "small", num_known: int = 200, num_unknown: int = 100,
-              num_paraphrases: int = 5, pretrain_epochs: int = 35, num_format_docs: int = 300,
-              pretrain_lr: float = 3e-3) -> BaseSpec:
+              num_paraphrases: int = 5, pretrain_epochs: int = 45, num_format_docs: int = 300,
+              pretrain_lr: float = 1e-2) -> BaseSpec:
     """Validate notebook parameters and name the base they describe (nothing is built yet)."""
     world_config = W.WorldConfig(num_known=num_known, num_unknown=num_unknown, num_paraphrases=num_paraphrases,
                                  num_format_docs=num_format_docs, seed=seed)
     world_config.validate()
     models.check_size(size)
     W._check_int("pretrain_epochs", pretrain_epochs, minimum=1)
-    if not 0 < pretrain_lr < 1:
+    if isinstance(pretrain_lr, bool) or not isinstance(pretrain_lr, (int, float)) or not 0 < pretrain_lr < 1:
         raise ValueError(f"pretrain_lr must be between 0 and 1, got {pretrain_lr!r}")
     return BaseSpec(world_config, tuning.PretrainConfig(size=size, epochs=pretrain_epochs, lr=pretrain_lr,
                                                         batch_size=16, seed=seed))
