@@ -15,7 +15,8 @@ import transformers
 
 from . import metrics, tuning, world as W
 from .pipeline import *  # noqa: F401,F403  (the notebooks' one entry point)
-from .pipeline import BaseSpec, SetSpec, base_probe, base_spec, checkpoint_epochs, evaluate, pretrain_log, train_log
+from .pipeline import (BaseSpec, SetSpec, base_probe, base_spec, checkpoint_epochs, evaluate, file_set_spec,
+                       pretrain_log, train_log)
 
 # A chapter page shows results, not loading bars or library deprecation notices.
 transformers.utils.logging.disable_progress_bar()
@@ -37,13 +38,13 @@ def summarize(result: dict) -> dict:
     unknown = [a for a in answers if not a["known"]]
     wrong_claims = sum(a["num_wrong_claims"] for a in answers)
     out = {
-        "accuracy_known": float(np.mean([a["correct"] for a in known])),
-        "accuracy_unknown": float(np.mean([a["correct"] for a in unknown])),
-        "hallucination_known": float(np.mean([a["hallucinated"] for a in known])),
-        "hallucination_unknown": float(np.mean([a["hallucinated"] for a in unknown])),
-        "wrong_claims_per_answer_known": float(np.mean([a["num_wrong_claims"] for a in known])),
-        "wrong_claims_per_answer_unknown": float(np.mean([a["num_wrong_claims"] for a in unknown])),
-        "answer_length": float(np.mean([a["length"] for a in answers])),
+        "accuracy_known": _mean([a["correct"] for a in known]),
+        "accuracy_unknown": _mean([a["correct"] for a in unknown]),
+        "hallucination_known": _mean([a["hallucinated"] for a in known]),
+        "hallucination_unknown": _mean([a["hallucinated"] for a in unknown]),
+        "wrong_claims_per_answer_known": _mean([a["num_wrong_claims"] for a in known]),
+        "wrong_claims_per_answer_unknown": _mean([a["num_wrong_claims"] for a in unknown]),
+        "answer_length": _mean([a["length"] for a in answers]),
         "borrow_rate": sum(a["borrowed"] for a in answers) / wrong_claims if wrong_claims else float("nan"),
         "borrow_chance": sum(a["borrow_chance"] for a in answers) / wrong_claims if wrong_claims else float("nan"),
         "probe_before": float(np.mean(list(result["probe_before"].values()))),
@@ -66,6 +67,11 @@ def summarize(result: dict) -> dict:
         out[f"shifted_share_{role}"] = float(np.mean(ranks[picked] > 3)) if picked.any() else float("nan")
         out[f"kl_mean_icl_{role}"] = float(np.array(pos["kl_icl"])[picked].mean()) if picked.any() else float("nan")
     return out
+
+
+def _mean(values: list) -> float:
+    """The mean, or NaN for no values (an instruction file's answers carry no ground truth to score)."""
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def evaluations(base_kwargs: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
@@ -97,13 +103,15 @@ SMOKE_BASE = {"size": "tiny", "num_known": 20, "num_unknown": 12, "pretrain_epoc
 
 
 def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: int, pretrain_epochs: int,
-                pretrain_lr: float, smoke: bool, seeds: list) -> dict:
+                pretrain_lr: float, smoke: bool, seeds: list, base_model: str = "synthetic") -> dict:
     """The base parameters of a chapter, checked for every seed before any work starts.
 
     smoke=True shrinks the world and the pretraining so the test suite runs a chapter in seconds.
+    base_model other than "synthetic" is a real model further pretrained on the world (see base_spec).
     """
     kwargs = {"size": size, "num_known": num_known, "num_unknown": num_unknown,
-              "num_paraphrases": num_paraphrases, "pretrain_epochs": pretrain_epochs, "pretrain_lr": pretrain_lr}
+              "num_paraphrases": num_paraphrases, "pretrain_epochs": pretrain_epochs, "pretrain_lr": pretrain_lr,
+              "base_model": base_model}
     if smoke:
         kwargs.update(SMOKE_BASE)
     for seed in seeds:
@@ -143,7 +151,13 @@ def tune_config(method: str, lr: float, tune_epochs: float, lora_rank: int = 1,
     return config
 
 
-def set_spec(kind: str, size: int, style: str = "simplified", unknown_fraction: float = 0.5) -> SetSpec:
+def set_spec(kind: str, size: int, style: str = "simplified", unknown_fraction: float = 0.5,
+             instruction_file: str = "") -> SetSpec:
+    """A checked instruction set; a non-empty instruction_file (Alpaca JSON) replaces the synthetic one."""
+    if not isinstance(instruction_file, str):
+        raise ValueError(f"instruction_file must be a path to an Alpaca JSON file or \"\", got {instruction_file!r}")
+    if instruction_file:
+        return file_set_spec(instruction_file, size)
     spec = SetSpec(kind=kind, size=size, style=style, unknown_fraction=unknown_fraction)
     spec.validate()
     return spec

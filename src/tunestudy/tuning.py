@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .models import count_parameters
+from .models import count_parameters, device
 
 METHODS = ("lora", "full")
 LOSS_ON = ("response", "value")
@@ -96,12 +96,14 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    where = params[0].device
     model.train()
     log = {"step": [], "loss": [], "group_loss": []}
     # disable=None: a bar on a terminal, none in an executed notebook page.
     bar = tqdm(range(num_steps), desc=desc, mininterval=2.0, leave=False, disable=None)
     for step in bar:
         input_ids, attention_mask, loss_mask, groups = next(batches)
+        input_ids, attention_mask, loss_mask = input_ids.to(where), attention_mask.to(where), loss_mask.to(where)
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
         # Token t predicts token t+1; loss_mask marks the predicted tokens that count.
         token_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T-1)
@@ -152,6 +154,7 @@ def pretrain(model, tokenizer, docs: list, config: PretrainConfig, snapshot_epoc
     """Train from scratch on packed documents; call on_snapshot(epoch) after each epoch in snapshot_epochs."""
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
+    model.to(device())
     blocks_per_epoch = len(pack_documents(tokenizer, docs, config.block_size, random.Random(0)))
     steps_per_epoch = max(1, blocks_per_epoch // config.batch_size)
 

@@ -10,6 +10,7 @@ spaces) so that the word-level tokenizer round-trips them exactly.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass, field
@@ -177,8 +178,8 @@ class World:
     def group(self, known: bool, heldout: bool) -> list:
         return [p for p in self.people if p.known == known and p.heldout == heldout]
 
-    @property
-    def by_name(self) -> dict:
+    @functools.cached_property
+    def by_name(self) -> dict:  # built once: answer checks look people up tens of thousands of times
         return {p.name: p for p in self.people}
 
     def summary(self) -> dict:
