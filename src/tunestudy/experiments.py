@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import transformers
 
-from . import metrics, tuning, world as W
+from . import metrics, models, tuning, world as W
 from .pipeline import *  # noqa: F401,F403  (the notebooks' one entry point)
 from .pipeline import (BaseSpec, SetSpec, base_probe, base_spec, checkpoint_epochs, evaluate, file_set_spec,
                        pretrain_log, train_log)
@@ -103,7 +103,7 @@ SMOKE_BASE = {"size": "tiny", "num_known": 20, "num_unknown": 12, "pretrain_epoc
 
 
 def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: int, pretrain_epochs: int,
-                pretrain_lr: float, smoke: bool, seeds: list, base_model: str = "synthetic") -> dict:
+                pretrain_lr: float, smoke: bool, seeds: list, base_model: str = models.SYNTHETIC) -> dict:
     """The base parameters of a chapter, checked for every seed before any work starts.
 
     smoke=True shrinks the world and the pretraining so the test suite runs a chapter in seconds.

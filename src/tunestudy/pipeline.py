@@ -49,8 +49,9 @@ class BaseSpec:
 
 
 def base_spec(seed: int = 0, size: str = "small", num_known: int = 200, num_unknown: int = 100,
-              num_paraphrases: int = 5, pretrain_epochs: int = 45, num_format_docs: int = 300,
-              pretrain_lr: float = 1e-2, base_model: str = models.SYNTHETIC) -> BaseSpec:
+              num_paraphrases: int = 5, pretrain_epochs: int = tuning.PretrainConfig.epochs,
+              num_format_docs: int = 300, pretrain_lr: float = tuning.PretrainConfig.lr,
+              base_model: str = models.SYNTHETIC) -> BaseSpec:
     """Validate notebook parameters and name the base they describe (nothing is built yet).
 
     base_model "synthetic" pretrains a `size` Llama from scratch on the world's
