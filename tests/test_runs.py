@@ -110,3 +110,54 @@ def test_missing_notebook_is_a_one_line_error(tmp_path, capsys):
     ghost = runs.Chapter("ghost", "Not written yet", str(tmp_path / "ghost.ipynb"))
     assert main(["run", "ghost"], table=(ghost,)) == 2
     assert "does not exist yet" in capsys.readouterr().err
+
+
+def threads_notebook(path, label):
+    """A chapter that records its name and the torch thread variable its kernel started with."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("smoke = False  # tiny run")
+    params.metadata["tags"] = ["parameters"]
+    work = nbformat.v4.new_code_cell(
+        "import os, time\ntime.sleep(1)\n"
+        f"with open('threads.log', 'a') as f:\n    f.write('{label} ' + os.environ.get('OMP_NUM_THREADS', '-') + '\\n')"
+    )
+    nb.cells = [params, work]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return runs.Chapter(label, label, str(path))
+
+
+def test_parallel_chapters_first_alone_then_split_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runs.os, "cpu_count", lambda: 2)
+    table = tuple(threads_notebook(tmp_path / f"{n}.ipynb", n) for n in ("one", "two", "three"))
+    out = tmp_path / "out"
+    runs.run_chapters(list(table), output_dir=out, workers=2, table=table)
+    lines = (out / "threads.log").read_text().splitlines()
+    assert lines[0] == "one -"  # the first chapter runs alone, with every core
+    assert sorted(lines[1:]) == ["three 1", "two 1"]  # then two at once, one thread each
+    assert "OMP_NUM_THREADS" not in runs.os.environ  # the driver's own environment is restored
+    assert all(nbformat.read(out / f"{n}.ipynb", as_version=4).metadata[runs.RUN_SECONDS] > 0
+               for n in ("one", "two", "three"))
+
+
+def test_parallel_failure_is_raised_after_the_others_finish(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    good = [threads_notebook(tmp_path / f"{n}.ipynb", n) for n in ("one", "two")]
+    bad_path = tmp_path / "bad.ipynb"
+    make_notebook(bad_path)
+    nb = nbformat.read(bad_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('boom')"))
+    nbformat.write(nb, bad_path)
+    table = (good[0], runs.Chapter("bad", "bad", str(bad_path)), good[1])
+    with pytest.raises(Exception, match="boom"):
+        runs.run_chapters(list(table), output_dir=tmp_path / "out", workers=2, table=table)
+    assert (tmp_path / "out" / "two.ipynb").exists() and (tmp_path / "out" / "bad.failed.ipynb").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_bad_workers_one_line(workers, toy, capsys):
+    assert main(["book", "--workers", workers], table=(toy,)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "workers must be a positive integer" in err

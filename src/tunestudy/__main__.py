@@ -44,6 +44,8 @@ def make_parser() -> argparse.ArgumentParser:
     book = commands.add_parser("book", help="run the chapters and build the HTML book")
     book.add_argument("--smoke", action="store_true", help="tiny runs, for tests")
     book.add_argument("--only", nargs="+", metavar="NAME", help="run only these chapters")
+    book.add_argument("--workers", type=int, default=None,
+                      help="chapters run at once after the first (default: 2 on a multi-core CPU, 1 with a GPU)")
     return parser
 
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None, table: tuple[runs.Chapter, ...] = runs.C
                 smoke=args.smoke, force=args.force, table=table,
             )
         else:
-            runs.build_book(args.only, smoke=args.smoke, table=table)
+            runs.build_book(args.only, smoke=args.smoke, table=table, workers=args.workers)
     except runs.UsageError as err:
         print(f"tunestudy: error: {err}", file=sys.stderr)
         return 2

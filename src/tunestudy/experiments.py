@@ -7,16 +7,19 @@ check here never invalidates a cached model.
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+import torch
 import transformers
 
-from . import metrics, models, tuning, world as W
+from . import cache, metrics, models, tuning, world as W
 from .pipeline import *  # noqa: F401,F403  (the notebooks' one entry point)
-from .pipeline import (BaseSpec, SetSpec, base_probe, base_spec, checkpoint_epochs, evaluate, file_set_spec,
-                       pretrain_log, train_log)
+from .pipeline import (BaseSpec, SetSpec, base_probe, base_spec, build_base, checkpoint_epochs, evaluate,
+                       file_set_spec, pretrain_log, train_log)
 
 # A chapter page shows results, not loading bars or library deprecation notices.
 transformers.utils.logging.disable_progress_bar()
@@ -117,6 +120,38 @@ def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: in
     for seed in seeds:
         base_spec(seed=seed, **kwargs)  # raises a one-line ValueError naming the bad parameter
     return kwargs
+
+
+def base_is_built(spec: BaseSpec) -> bool:
+    """True if the base is complete in the artifact cache (nothing is built)."""
+    folder = cache.cache_root() / "base" / cache.artifact_key("base", spec.params())
+    return folder.exists() and cache.verify(folder) is None
+
+
+def build_bases(base_kwargs_: dict, seeds: list) -> list:
+    """Pretrain the seeds' missing synthetic bases, all at once in separate processes when the CPU has cores to spare.
+
+    Every chapter needs one base per seed, and a base is a few minutes of
+    pretraining. This small model does not keep two torch threads busy, so on a
+    two-core CPU three one-thread processes pretrain three bases in less time
+    than three runs one after another with two threads. The processes share the
+    cores this process may use (torch.get_num_threads()); with one core, a GPU,
+    or a real base model (large: loaded once per process) the bases are built
+    here one by one. Returns the seeds that were built.
+    """
+    specs = {seed: base_spec(seed=seed, **base_kwargs_) for seed in seeds}
+    missing = [seed for seed, spec in specs.items() if not base_is_built(spec)]
+    cores = torch.get_num_threads()
+    if len(missing) < 2 or cores < 2 or not specs[missing[0]].synthetic or models.device().type != "cpu":
+        for seed in missing:
+            build_base(specs[seed])
+        return missing
+    processes = min(len(missing), 2 * cores)
+    threads = max(1, cores // processes)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        list(pool.map(build_base, [specs[seed] for seed in missing]))
+    return missing
 
 
 def base_report(spec: BaseSpec) -> dict:

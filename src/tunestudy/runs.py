@@ -14,7 +14,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,9 @@ from tunestudy import cache
 REPO_ROOT = cache.REPO_ROOT
 CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
 RUN_KEY = "tunestudy_run_key"
+RUN_SECONDS = "tunestudy_run_seconds"
+# Torch's thread count is read from these when a kernel starts (see run_chapters).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class UsageError(ValueError):
@@ -168,16 +173,102 @@ def run_chapter(
             os.replace(running, output_dir / f"{chapter.name}.failed.ipynb")
         print(f"{chapter.name}: FAILED after {time.perf_counter() - start:.1f} s")
         raise
+    seconds = time.perf_counter() - start
     nb = nbformat.read(running, as_version=4)
     nb.metadata[RUN_KEY] = key
+    nb.metadata[RUN_SECONDS] = round(seconds, 1)
     for cell in nb.cells:  # the page shows parameters folded, one click away
         tags = cell.metadata.get("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
             cell.metadata["tags"] = tags + ["hide-input"]
     nbformat.write(nb, running)
     os.replace(running, out)
-    print(f"{chapter.name}: ran in {time.perf_counter() - start:.1f} s")
+    print(f"{chapter.name}: ran in {seconds:.1f} s", flush=True)
     return out
+
+
+def default_workers() -> int:
+    """Chapters run at once by default: 2 on a CPU with two or more cores, else 1 (and 1 beside a GPU)."""
+    import torch  # deferred: the CLI's `list` should not pay for it
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def last_seconds(chapter: Chapter, output_dir: Path) -> float:
+    """How long the chapter's last recorded run took (0 if unknown): the longest chapters start first."""
+    path = Path(output_dir) / f"{chapter.name}.ipynb"
+    try:
+        return float(nbformat.read(path, as_version=4).metadata.get(RUN_SECONDS, 0.0))
+    except Exception:
+        return 0.0
+
+
+def check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a positive integer, got {workers!r}")
+    return workers
+
+
+def run_chapters(
+    chapters: list[Chapter],
+    output_dir: Path = CHAPTERS_DIR,
+    smoke: bool = False,
+    workers: int | None = None,
+    table: tuple[Chapter, ...] = CHAPTERS,
+) -> None:
+    """Run chapters, `workers` at a time after the first.
+
+    The first chapter runs alone with every core: it builds the base models the
+    others share (chapter 1 builds them in parallel processes itself). The rest
+    then run `workers` at a time, longest first by their last recorded run, each
+    kernel with cores // workers torch threads. On two cores, two one-thread
+    kernels do more work per second than one two-thread kernel (this small
+    model does not keep two threads busy, and evaluation is mostly Python), and
+    the artifact cache's locks make two chapters asking for the same run build
+    it once. Note that the thread count changes float rounding, so a run's last
+    digits depend on `workers`, not only on its parameters.
+
+    Every chapter is attempted; the first failure is raised at the end.
+    """
+    workers = default_workers() if workers is None else check_workers(workers)
+    for chapter in chapters:  # refuse a bad row or parameter before any chapter runs
+        if not chapter.source.exists():
+            raise UsageError(f"chapter {chapter.name}: {chapter.notebook} does not exist yet")
+        check_parameters(chapter, run_parameters(chapter, None, smoke))
+    if not chapters:
+        return
+    first, rest = chapters[0], sorted(chapters[1:], key=lambda c: -last_seconds(c, output_dir))
+    run_chapter(first, output_dir=output_dir, smoke=smoke, table=table)
+    if workers == 1 or len(rest) <= 1:
+        for chapter in rest:
+            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table)
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    errors = []
+    lock = threading.Lock()
+
+    def one(chapter):
+        try:
+            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table)
+        except BaseException as err:  # the other chapters go on; the error is raised below
+            with lock:
+                errors.append(err)
+
+    try:
+        os.environ.update({name: threads for name in THREAD_VARIABLES})  # inherited by each new kernel
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, rest))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if errors:
+        raise errors[0]
 
 
 def toc_text(chapters: list[Chapter]) -> str:
@@ -240,19 +331,24 @@ def build_book(
     chapters: list[str] | None = None,
     smoke: bool = False,
     table: tuple[Chapter, ...] = CHAPTERS,
+    workers: int | None = None,
 ) -> Path:
-    """Run the chapters in table order (all, or the named ones), then build the HTML.
+    """Run the chapters (all, or the named ones; see run_chapters for the order), then build the HTML.
 
     A row whose source notebook does not exist yet is skipped with a note, so
     the table can list chapters still being written.
     """
     start = time.perf_counter()
+    if workers is not None:
+        check_workers(workers)
     selected = [find_chapter(name, table) for name in chapters] if chapters else list(table)
+    present = []
     for chapter in (c for c in table if c in selected):
-        if not chapter.source.exists():
+        if chapter.source.exists():
+            present.append(chapter)
+        else:
             print(f"{chapter.name}: skipped, {chapter.notebook} does not exist yet")
-            continue
-        run_chapter(chapter, smoke=smoke, table=table)
+    run_chapters(present, smoke=smoke, workers=workers, table=table)
     toc = write_toc(table)
     write_findings(table)
     subprocess.run(jupyter_book_command(REPO_ROOT, toc), check=True)
