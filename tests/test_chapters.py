@@ -15,6 +15,8 @@ def test_chapter_executes_in_smoke_mode(name, smoke_book):
     notebook = nbformat.read(chapters / f"{name}.ipynb", as_version=4)
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    # no stray return values (a results path, say) printed on the page
+    assert not [o for o in outputs if "PosixPath" in str(o.get("data", {}).get("text/plain", ""))]
     # figures are shown in the page itself, not only saved to files
     assert any("image/png" in o.get("data", {}) for o in outputs)
     results = json.loads((chapters / "results" / f"{name}.json").read_text())

@@ -138,8 +138,21 @@ def test_parallel_chapters_first_alone_then_split_threads(tmp_path, monkeypatch)
     assert lines[0] == "one -"  # the first chapter runs alone, with every core
     assert sorted(lines[1:]) == ["three 1", "two 1"]  # then two at once, one thread each
     assert "OMP_NUM_THREADS" not in runs.os.environ  # the driver's own environment is restored
-    assert all(nbformat.read(out / f"{n}.ipynb", as_version=4).metadata[runs.RUN_SECONDS] > 0
-               for n in ("one", "two", "three"))
+    seconds = runs.read_seconds(out)
+    assert sorted(seconds) == ["one", "three", "two"] and min(seconds.values()) > 0
+    assert all(nbformat.read(out / f"{n}.ipynb", as_version=4).metadata[runs.RUN_SECONDS] > 0 for n in seconds)
+
+
+def test_parallel_chapters_longest_first(tmp_path, monkeypatch):
+    """With one worker the order after the first chapter is the last run's times, longest first."""
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    table = tuple(threads_notebook(tmp_path / f"{n}.ipynb", n) for n in ("one", "two", "three", "four"))
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / runs.SECONDS_FILE).write_text('{"two": 5.0, "three": 50.0}')
+    runs.run_chapters(list(table), output_dir=out, workers=1, table=table)
+    order = [line.split()[0] for line in (out / "threads.log").read_text().splitlines()]
+    assert order == ["one", "four", "three", "two"]  # never timed first, then longest first
 
 
 def test_parallel_failure_is_raised_after_the_others_finish(tmp_path, monkeypatch):

@@ -29,6 +29,8 @@ REPO_ROOT = cache.REPO_ROOT
 CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
 RUN_KEY = "tunestudy_run_key"
 RUN_SECONDS = "tunestudy_run_seconds"
+SECONDS_FILE = "run_seconds.json"  # in <output_dir>/results, committed with the results: the next build's order
+_seconds_lock = threading.Lock()
 # Torch's thread count is read from these when a kernel starts (see run_chapters).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -183,8 +185,30 @@ def run_chapter(
             cell.metadata["tags"] = tags + ["hide-input"]
     nbformat.write(nb, running)
     os.replace(running, out)
+    record_seconds(chapter, output_dir, seconds)
     print(f"{chapter.name}: ran in {seconds:.1f} s", flush=True)
     return out
+
+
+def record_seconds(chapter: Chapter, output_dir: Path, seconds: float) -> None:
+    """Add the chapter's run time to <output_dir>/results/run_seconds.json (atomically; chapters run in threads)."""
+    path = Path(output_dir) / "results" / SECONDS_FILE
+    with _seconds_lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = read_seconds(output_dir)
+        table[chapter.name] = round(seconds, 1)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+def read_seconds(output_dir: Path) -> dict:
+    """{chapter: seconds of its last run}; empty if there is no readable record."""
+    try:
+        table = json.loads((Path(output_dir) / "results" / SECONDS_FILE).read_text())
+        return {k: float(v) for k, v in table.items()} if isinstance(table, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def default_workers() -> int:
@@ -194,15 +218,6 @@ def default_workers() -> int:
     if torch.cuda.is_available():
         return 1
     return max(1, min(2, os.cpu_count() or 1))
-
-
-def last_seconds(chapter: Chapter, output_dir: Path) -> float:
-    """How long the chapter's last recorded run took (0 if unknown): the longest chapters start first."""
-    path = Path(output_dir) / f"{chapter.name}.ipynb"
-    try:
-        return float(nbformat.read(path, as_version=4).metadata.get(RUN_SECONDS, 0.0))
-    except Exception:
-        return 0.0
 
 
 def check_workers(workers) -> int:
@@ -222,7 +237,8 @@ def run_chapters(
 
     The first chapter runs alone with every core: it builds the base models the
     others share (chapter 1 builds them in parallel processes itself). The rest
-    then run `workers` at a time, longest first by their last recorded run, each
+    then run `workers` at a time, longest first by their last recorded run
+    (results/run_seconds.json, committed with the results), each
     kernel with cores // workers torch threads. On two cores, two one-thread
     kernels do more work per second than one two-thread kernel (this small
     model does not keep two threads busy, and evaluation is mostly Python), and
@@ -239,7 +255,8 @@ def run_chapters(
         check_parameters(chapter, run_parameters(chapter, None, smoke))
     if not chapters:
         return
-    first, rest = chapters[0], sorted(chapters[1:], key=lambda c: -last_seconds(c, output_dir))
+    seconds = read_seconds(output_dir)  # the last run's times; a chapter never timed goes first
+    first, rest = chapters[0], sorted(chapters[1:], key=lambda c: -seconds.get(c.name, float("inf")))
     run_chapter(first, output_dir=output_dir, smoke=smoke, table=table)
     if workers == 1 or len(rest) <= 1:
         for chapter in rest:
