@@ -133,6 +133,15 @@ def test_parallel_chapters_first_alone_then_split_threads(tmp_path, monkeypatch)
     monkeypatch.setattr(runs.os, "cpu_count", lambda: 2)
     table = tuple(threads_notebook(tmp_path / f"{n}.ipynb", n) for n in ("one", "two", "three"))
     out = tmp_path / "out"
+
+    here, chdir = runs.os.getcwd(), runs.os.chdir
+
+    def no_chdir(path):  # a chdir is process-wide: a chapter in another thread would start its kernel there
+        if runs.os.path.realpath(path) != runs.os.path.realpath(here):  # papermill re-enters the same folder
+            raise AssertionError(f"the runner changed the process's directory to {path}")
+        chdir(path)
+
+    monkeypatch.setattr(runs.os, "chdir", no_chdir)
     runs.run_chapters(list(table), output_dir=out, workers=2, table=table)
     lines = (out / "threads.log").read_text().splitlines()
     assert lines[0] == "one -"  # the first chapter runs alone, with every core

@@ -9,6 +9,7 @@ Book. Adding a chapter is adding a row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -82,7 +83,14 @@ def find_chapter(name: str, table: tuple[Chapter, ...] = CHAPTERS) -> Chapter:
 
 def notebook_parameters(chapter: Chapter) -> dict:
     """The notebook's parameters cell: {name: {default, inferred_type_name, help}}."""
-    return papermill.inspect_notebook(str(chapter.source))
+    stat = chapter.source.stat()
+    return _inspect(str(chapter.source), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _inspect(path: str, mtime_ns: int, size: int) -> dict:
+    """papermill.inspect_notebook, once per version of the file (run_chapters checks every chapter up front)."""
+    return papermill.inspect_notebook(path)
 
 
 def check_parameters(chapter: Chapter, parameters: dict) -> None:
@@ -151,7 +159,7 @@ def run_chapter(
         raise UsageError(f"chapter {chapter.name}: {chapter.notebook} does not exist yet")
     parameters = run_parameters(chapter, overrides, smoke)
     check_parameters(chapter, parameters)
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / f"{chapter.name}.ipynb"
     key = run_key(chapter, parameters)
@@ -166,7 +174,10 @@ def run_chapter(
             str(chapter.source),
             str(running),
             parameters=parameters,
-            cwd=str(output_dir),
+            # The kernel starts in output_dir. Not papermill's cwd=: that chdirs this whole
+            # process, and chapters run in threads would start their kernels in each other's
+            # (or the original) folder. nbclient starts the kernel in resources' path instead.
+            resources={"metadata": {"path": str(output_dir)}},
             kernel_name="python3",
             progress_bar=False,
         )
@@ -243,12 +254,13 @@ def run_chapters(
     kernels do more work per second than one two-thread kernel (this small
     model does not keep two threads busy, and evaluation is mostly Python), and
     the artifact cache's locks make two chapters asking for the same run build
-    it once. Note that the thread count changes float rounding, so a run's last
-    digits depend on `workers`, not only on its parameters.
+    it once. (The thread count did not change a byte of the results here; torch
+    does not promise that everywhere.)
 
     Every chapter is attempted; the first failure is raised at the end.
     """
     workers = default_workers() if workers is None else check_workers(workers)
+    output_dir = Path(output_dir).resolve()
     for chapter in chapters:  # refuse a bad row or parameter before any chapter runs
         if not chapter.source.exists():
             raise UsageError(f"chapter {chapter.name}: {chapter.notebook} does not exist yet")
