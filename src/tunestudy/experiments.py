@@ -134,8 +134,10 @@ def build_bases(base_kwargs_: dict, seeds: list) -> list:
     Every chapter needs one base per seed, and a base is minutes of pretraining.
     This small model does not keep two torch threads busy: on two cores, two
     one-thread processes pretrain two bases in about 1.6 times the time of one
-    two-thread run (measured: 285 s vs 179 s), while three processes on two
-    cores are slower than two (three bases in 554 s). So the missing bases go in
+    two-thread run (measured within the hour: 285 s vs 179 s), so two-then-one
+    would take about 464 s for three bases, where three processes at once took
+    554 s (the machine's speed drifts by a fifth over hours, so these are
+    rough). So the missing bases go in
     groups of as many processes as there are cores, each group's cores split
     between its processes (three bases on two cores: two at once, then one with
     two threads). The cores are those this process may use
