@@ -467,3 +467,9 @@ def test_absurd_lr_past_validation_stops_without_artifact(cache_dir, monkeypatch
     with pytest.raises(FloatingPointError, match="loss became"):
         pipeline.tune(spec, pipeline.SetSpec(kind="known", size=16), config)
     assert artifacts(cache_dir, "tuned") == [] and tmpdirs(cache_dir, "tuned") == []
+
+
+def test_methods_at_sweep_edge():
+    lrs = {"lora": [1e-2, 3e-2, 6e-2], "full": [3e-4, 1e-3, 3e-3], "one": [1e-3]}
+    assert experiments.methods_at_sweep_edge(lrs, {"lora": 3e-2, "full": 1e-3, "one": 1e-3}) == []
+    assert experiments.methods_at_sweep_edge(lrs, {"lora": 6e-2, "full": 3e-4, "one": 1e-3}) == ["lora", "full"]

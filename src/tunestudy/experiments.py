@@ -136,14 +136,14 @@ def build_bases(base_kwargs_: dict, seeds: list) -> list:
     one-thread processes pretrain two bases in about 1.6 times the time of one
     two-thread run (measured within the hour: 285 s vs 179 s), so two-then-one
     would take about 464 s for three bases, where three processes at once took
-    554 s (the machine's speed drifts by a fifth over hours, so these are
-    rough). So the missing bases go in
-    groups of as many processes as there are cores, each group's cores split
-    between its processes (three bases on two cores: two at once, then one with
-    two threads). The cores are those this process may use
-    (torch.get_num_threads()); with one core, a GPU, or a real base model (large:
-    loaded once per process) the bases are built here one by one. Returns the
-    seeds that were built.
+    554 s (rough: the machine's speed drifts by a fifth over hours).
+
+    So the missing bases go in groups of as many processes as there are cores,
+    each group sharing the cores (three bases on two cores: two at once, then
+    one with two threads). The cores are those this process may use
+    (torch.get_num_threads()). With one core, a GPU, or a real base model
+    (large: loaded once per process) the bases are built here one by one.
+    Returns the seeds that were built.
     """
     specs = {seed: base_spec(seed=seed, **base_kwargs_) for seed in seeds}
     missing = [seed for seed, spec in specs.items() if not base_is_built(spec)]
@@ -231,6 +231,11 @@ def train_logs(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, see
     """The per-step loss logs of one configuration, one per seed (training only, no evaluation)."""
     return [train_log(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed), epoch)
             for seed in seeds]
+
+
+def methods_at_sweep_edge(lrs: dict, best_lr: dict) -> list:
+    """The methods whose best learning rate is the smallest or largest they were swept over (a one-rate sweep has no edge)."""
+    return [m for m in lrs if len(lrs[m]) > 1 and best_lr[m] in (min(lrs[m]), max(lrs[m]))]
 
 
 def verdict(reproduced: bool, partly: bool) -> str:

@@ -224,9 +224,9 @@ def read_seconds(output_dir: Path) -> dict:
 
 def default_workers() -> int:
     """Chapters run at once by default: 2 on a CPU with two or more cores, else 1 (and 1 beside a GPU)."""
-    import torch  # deferred: the CLI's `list` should not pay for it
+    from tunestudy import models  # deferred: the CLI's `list` should not pay for torch
 
-    if torch.cuda.is_available():
+    if models.device().type != "cpu":
         return 1
     return max(1, min(2, os.cpu_count() or 1))
 
@@ -277,14 +277,12 @@ def run_chapters(
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     errors = []
-    lock = threading.Lock()
 
     def one(chapter):
         try:
             run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table)
         except BaseException as err:  # the other chapters go on; the error is raised below
-            with lock:
-                errors.append(err)
+            errors.append(err)
 
     try:
         os.environ.update({name: threads for name in THREAD_VARIABLES})  # inherited by each new kernel
@@ -368,8 +366,6 @@ def build_book(
     the table can list chapters still being written.
     """
     start = time.perf_counter()
-    if workers is not None:
-        check_workers(workers)
     selected = [find_chapter(name, table) for name in chapters] if chapters else list(table)
     present = []
     for chapter in (c for c in table if c in selected):
