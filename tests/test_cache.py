@@ -62,9 +62,36 @@ def test_source_change_rebuilds(monkeypatch):
     assert a != b and len(calls) == 2
 
 
-def test_source_hash_is_stable_hex():
-    assert cache.source_hash() == cache.source_hash()
-    assert len(cache.source_hash()) == 64
+def test_source_hash_follows_the_bytes_of_the_named_files(tmp_path, monkeypatch):
+    """Same bytes, same hash (even rewritten); one changed byte in a named file, a new hash; other files, none."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_bytes(b"x = 1\n")
+    (package / "b.py").write_bytes(b"y = 2\n")
+    monkeypatch.setattr(cache, "PACKAGE_DIR", package)
+
+    def fresh(files):  # source_hash is computed once per process: forget earlier answers
+        cache.source_hash.cache_clear()
+        return cache.source_hash(files)
+
+    try:
+        both, only_a, every = fresh(("a.py", "b.py")), fresh(("a.py",)), fresh(None)
+        assert len(both) == 64 and set(both) <= set("0123456789abcdef")
+        assert len({both, only_a}) == 2 and every == both  # None: every .py file, here a.py and b.py
+        (package / "b.py").write_bytes(b"y = 2\n")  # rewritten, same bytes (new mtime)
+        (package / "notes.txt").write_text("not a module")
+        assert (fresh(("a.py", "b.py")), fresh(("a.py",)), fresh(None)) == (both, only_a, every)
+        (package / "b.py").write_bytes(b"y = 3\n")  # one byte changed
+        changed = fresh(("a.py", "b.py"))
+        assert changed != both and fresh(None) == changed
+        assert fresh(("a.py",)) == only_a  # b.py is not among the named files
+        (package / "b.py").write_bytes(b"y = 2\n")  # changed back
+        assert fresh(("a.py", "b.py")) == both
+        (package / "a.py").write_bytes(b"y = 2\n")  # same bytes under other names are other sources
+        (package / "b.py").write_bytes(b"x = 1\n")
+        assert fresh(("a.py", "b.py")) != both
+    finally:
+        cache.source_hash.cache_clear()
 
 
 def test_crash_in_build_leaves_nothing(cache_dir):
@@ -215,18 +242,21 @@ def test_only_pipeline_code_invalidates_artifacts(tmp_path, monkeypatch):
     """Editing a figure helper keeps every cached model; editing the training code does not."""
     import shutil
 
+    from tunestudy import evaluation
+    sources = tuple(sorted(evaluation.SOURCES))  # the widest kind: every module an evaluation runs
+
     copy = tmp_path / "pkg"
     shutil.copytree(cache.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(cache, "PACKAGE_DIR", copy)
     cache.source_hash.cache_clear()
     try:
-        before = cache.source_hash()
+        before, everything = cache.source_hash(sources), cache.source_hash(None)
         (copy / "plots.py").write_text((copy / "plots.py").read_text() + "\n# a new colour\n")
         cache.source_hash.cache_clear()
-        assert cache.source_hash() == before
-        assert cache.source_hash(None) != before  # the run table still re-executes notebooks
+        assert cache.source_hash(sources) == before
+        assert cache.source_hash(None) != everything  # the run table still re-executes notebooks
         (copy / "tuning.py").write_text((copy / "tuning.py").read_text() + "\n# a change\n")
         cache.source_hash.cache_clear()
-        assert cache.source_hash() != before
+        assert cache.source_hash(sources) != before
     finally:
         cache.source_hash.cache_clear()

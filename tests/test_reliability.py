@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tunestudy import cache, data, experiments, models, pipeline, plots, tuning
+from tunestudy import bases, cache, data, experiments, models, pipeline, plots, tuned, tuning
 
 TINY = dict(seed=1, size="tiny", num_known=12, num_unknown=8, pretrain_epochs=1, num_format_docs=10)
 ALPACA = Path(__file__).resolve().parent / "data" / "alpaca_small.json"
@@ -143,7 +143,7 @@ def test_sigkill_leaves_no_usable_partial_artifact(moment, cache_dir, tmp_path, 
     """SIGKILL during training / file writing / before the manifest: nothing usable, and a rerun is exact."""
     spec_kwargs = {**TINY, "pretrain_epochs": 8} if moment == "train" else TINY
     spec = pipeline.base_spec(**spec_kwargs)
-    final = cache_dir / "base" / cache.artifact_key("base", spec.params())
+    final = cache_dir / "base" / cache.artifact_key("base", spec.params(), bases.SOURCES)
     proc = start_child(tmp_path, moment, spec_kwargs, step_sleep=0.5 if moment == "train" else 0.0)
     try:
         if moment == "train":
@@ -297,16 +297,16 @@ def test_model_folder_without_config(cache_dir, tmp_path):
     assert not cache_dir.exists()
 
 
-@pytest.mark.parametrize("changes", [{"tune_epochs": "many"}, {"lora_rank": "two"}],
+@pytest.mark.parametrize("name, value", [("tune_epochs", "many"), ("lora_rank", "two")],
                          ids=["tune_epochs_text", "lora_rank_text"])
-def test_bad_parameter_types_name_the_parameter(changes, cache_dir):
-    with pytest.raises(ValueError) as info:
-        good_tune(**changes)()
+def test_bad_parameter_types_name_the_parameter(name, value, cache_dir):
+    with pytest.raises(ValueError, match=rf"^{name} must be ") as info:
+        good_tune(**{name: value})()
     assert "\n" not in str(info.value)
 
 
 def test_fractional_lora_rank_refused(cache_dir):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^lora_rank must be a positive integer, got 1\.5$"):
         good_tune(lora_rank=1.5)()
 
 
@@ -450,7 +450,7 @@ def test_nan_loss_stops_without_artifact(method, cache_dir, monkeypatch):
         model.lm_head.register_forward_hook(lambda module, inputs, output: output * float("nan"))
         return model, tokenizer
 
-    monkeypatch.setattr(pipeline, "load_base", poisoned_load)
+    monkeypatch.setattr(tuned, "load_base", poisoned_load)  # the name the tuning step calls
     config = tuning.TuneConfig(method=method, steps=3)
     with pytest.raises(FloatingPointError) as info:
         pipeline.tune(spec, pipeline.SetSpec(kind="known", size=16), config)
@@ -462,7 +462,7 @@ def test_nan_loss_stops_without_artifact(method, cache_dir, monkeypatch):
 def test_absurd_lr_past_validation_stops_without_artifact(cache_dir, monkeypatch):
     """With the lr check switched off, lr=1e6 diverges within a few steps and is refused, not cached."""
     spec = tiny_spec()
-    monkeypatch.setattr(tuning.TuneConfig, "validate", lambda self: None)
+    monkeypatch.setattr(tuning.TuneConfig, "validate", lambda self, names=None: None)
     config = tuning.TuneConfig(method="full", lr=1e30, steps=20)
     with pytest.raises(FloatingPointError, match="loss became"):
         pipeline.tune(spec, pipeline.SetSpec(kind="known", size=16), config)

@@ -1,9 +1,11 @@
 """The artifact cache: folders keyed by what made them, written atomically.
 
 A cached artifact is a folder `cache_root()/kind/<key>`. The key hashes the
-artifact's kind, its parameter values and the source of this package, so a
-changed parameter or a changed line of code can never silently reuse a stale
-result (keying by a run's *name* is the mistake this avoids).
+artifact's kind, its parameter values and the source of the modules its build
+runs (each kind declares them next to its `cached` call, e.g. `bases.SOURCES`),
+so a changed parameter or a changed line of that code can never silently reuse
+a stale result (keying by a run's *name* is the mistake this avoids), while an
+edit elsewhere (a docstring in metrics.py) does not pretrain a base again.
 
 A folder only ever appears complete: it is built in a temporary sibling folder,
 a MANIFEST.json with the checksum of every file is written last, and the folder
@@ -20,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent.parent
 MANIFEST = "MANIFEST.json"
+# When set (the book driver sets it per chapter kernel), every artifact built appends one JSON line
+# {"kind", "label", "seconds"} to this file: the driver's progress bar reads it.
+PROGRESS_VARIABLE = "TUNESTUDY_PROGRESS"
 
 
 def cache_root() -> Path:
@@ -41,15 +47,9 @@ def cache_root() -> Path:
     return Path(env) if env else REPO_ROOT / ".cache" / "artifacts"
 
 
-# The modules whose code decides what a cached artifact holds. Figures, the run
-# table and notebook helpers are left out on purpose: editing a plot must not
-# retrain every base model. Anything that computes a cached number belongs here.
-PIPELINE_SOURCES = ("cache.py", "metrics.py", "models.py", "pipeline.py", "tuning.py", "world.py")
-
-
 @functools.lru_cache(maxsize=None)
-def source_hash(files: tuple | None = PIPELINE_SOURCES) -> str:
-    """sha256 of the package's pipeline modules (or of every .py file with files=None).
+def source_hash(files: tuple | None = None) -> str:
+    """sha256 of the named package modules (a tuple of file names), or of every .py file with files=None.
 
     Computed once per process: the code a process runs does not change under it.
     """
@@ -88,12 +88,13 @@ def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
-def artifact_key(kind: str, params: dict) -> str:
-    """sha256 naming the artifact made by `kind` from `params` with this source."""
+def artifact_key(kind: str, params: dict, sources: tuple | None = None) -> str:
+    """sha256 naming the artifact made by `kind` from `params` with the source of `sources` (None: every module)."""
     if not isinstance(params, dict):
         raise TypeError(f"cache params must be a dict, got {type(params).__name__}")
     _check_json(params, "params")
-    payload = {"kind": kind, "params": params, "source": source_hash()}
+    files = None if sources is None else tuple(sorted(sources))
+    payload = {"kind": kind, "params": params, "source": source_hash(files)}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
@@ -158,8 +159,19 @@ def _usable(folder: Path, kind: str, key: str) -> bool:
     return False
 
 
-def cached(kind: str, params: dict, build: Callable[[Path], None]) -> Path:
+def is_built(kind: str, params: dict, sources: tuple | None = None) -> bool:
+    """True if artifact (kind, params) is complete in the cache; nothing is built."""
+    folder = cache_root() / kind / artifact_key(kind, params, sources)
+    return folder.exists() and verify(folder) is None
+
+
+def cached(kind: str, params: dict, build: Callable[[Path], None], sources: tuple | None = None,
+           label: str = "") -> Path:
     """Return the folder holding artifact (kind, params), building it if needed.
+
+    `sources` names the package modules the build runs (their bytes enter the
+    key); None means every module of the package, the safe default. `label`
+    only names the build in progress reports.
 
     `build(tmpdir)` writes the artifact's files into an empty folder. If it
     raises, nothing is left in the cache and the error propagates. Two processes
@@ -167,7 +179,7 @@ def cached(kind: str, params: dict, build: Callable[[Path], None]) -> Path:
     then reuses. A build may itself call `cached` for other keys (each key has
     its own lock).
     """
-    key = artifact_key(kind, params)
+    key = artifact_key(kind, params, sources)
     folder = cache_root() / kind / key
     if _usable(folder, kind, key):
         return folder
@@ -180,6 +192,7 @@ def cached(kind: str, params: dict, build: Callable[[Path], None]) -> Path:
         tmpdir.mkdir()
         try:
             log.info("building %s %s", kind, key[:10])
+            started = time.perf_counter()
             build(tmpdir)
             _write_manifest(tmpdir, kind, params, key)
             if folder.exists():
@@ -188,7 +201,21 @@ def cached(kind: str, params: dict, build: Callable[[Path], None]) -> Path:
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
+    report_progress(kind, label, time.perf_counter() - started)
     return folder
+
+
+def report_progress(kind: str, label: str, seconds: float) -> None:
+    """Append one built artifact to the file named by $TUNESTUDY_PROGRESS, if any (one short write: atomic)."""
+    path = os.environ.get(PROGRESS_VARIABLE)
+    if not path:
+        return
+    line = json.dumps({"kind": kind, "label": label, "seconds": round(seconds, 1)}) + "\n"
+    try:
+        with open(path, "a") as f:
+            f.write(line)
+    except OSError:  # progress is a courtesy; it never stops a build
+        pass
 
 
 def _remove_stale_tmpdirs(folder: Path) -> None:
@@ -200,12 +227,13 @@ def _remove_stale_tmpdirs(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def cached_json(kind: str, params: dict, compute: Callable[[], dict]) -> dict:
+def cached_json(kind: str, params: dict, compute: Callable[[], dict], sources: tuple | None = None,
+                label: str = "") -> dict:
     """Cache a small JSON result: `compute()` runs only when the key is new."""
 
     def build(tmpdir: Path) -> None:
         result = compute()
         (tmpdir / "result.json").write_text(json.dumps(result, indent=1, sort_keys=True))
 
-    folder = cached(kind, params, build)
+    folder = cached(kind, params, build, sources, label)
     return json.loads((folder / "result.json").read_text())

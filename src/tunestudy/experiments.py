@@ -1,12 +1,14 @@
-"""What the chapters call: the pipeline (re-exported) plus parameter checks and summaries.
+"""What the chapters call: parameter checks, replicated runs over seeds, summaries and verdicts.
 
-Notebooks import this module as `X`. The cached steps live in `pipeline.py`;
-this module only reads their results, so editing a summary or a parameter
-check here never invalidates a cached model.
+Notebooks import this module as `X` and use only the names in `__all__`. The
+cached steps live in `bases`, `tuned` and `evaluation` (see `pipeline`); this
+module only reads their results, so editing a summary or a parameter check
+here never invalidates a cached model.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -14,16 +16,19 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import transformers
 
-from . import cache, metrics, models, tuning, world as W
-from .pipeline import *  # noqa: F401,F403  (the notebooks' one entry point)
-from .pipeline import (BaseSpec, SetSpec, base_probe, base_spec, build_base, checkpoint_epochs, evaluate,
-                       file_set_spec, pretrain_log, train_log)
+from . import metrics, models, tuning, world as W
+from .bases import BaseSpec, base_is_built, base_spec, build_base, checkpoint_epochs, load_base, pretrain_log
+from .evaluation import base_answers, base_probe, evaluate
+from .sets import SetSpec, file_set_spec
+from .tuned import load_tuned, train_log
 
-# A chapter page shows results, not loading bars or library deprecation notices.
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()
+__all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_side_by_side", "base_kwargs", "base_report",
+           "base_spec", "build_bases", "check_lora_targets", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
+           "methods_at_sweep_edge", "parse_float_list", "parse_int_list", "positions_table", "replicate", "seeds_for",
+           "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict"]
+
+# A chapter page shows results, not library deprecation notices (models.py silences transformers).
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
@@ -122,12 +127,6 @@ def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: in
     return kwargs
 
 
-def base_is_built(spec: BaseSpec) -> bool:
-    """True if the base is complete in the artifact cache (nothing is built)."""
-    folder = cache.cache_root() / "base" / cache.artifact_key("base", spec.params())
-    return folder.exists() and cache.verify(folder) is None
-
-
 def build_bases(base_kwargs_: dict, seeds: list) -> list:
     """Pretrain the seeds' missing synthetic bases, several at once in separate processes when the CPU has the cores.
 
@@ -182,14 +181,35 @@ SMOKE_TUNE = {"set_size": 16, "tune_epochs": 1.0}
 
 
 def tune_config(method: str, lr: float, tune_epochs: float, lora_rank: int = 1,
-                lora_targets: str = "q_proj,v_proj", **extra) -> tuning.TuneConfig:
-    """A checked TuneConfig from notebook parameters (alpha = 2 x rank, as is common)."""
+                lora_targets: str = "q_proj,v_proj", base_model: str = models.SYNTHETIC,
+                lr_name: str | None = None, **extra) -> tuning.TuneConfig:
+    """A checked TuneConfig from notebook parameters (alpha = 2 x rank, as is common).
+
+    Errors name the notebook's parameters: `lora_lr` or `full_lr` (or `lr_name`)
+    for the rate, `tune_epochs`, `lora_rank`, `lora_targets`; an unknown LoRA
+    target lists the base model's linear layers.
+    """
+    names = {"lr": lr_name or f"{method}_lr", "epochs": "tune_epochs", "lora_rank": "lora_rank",
+             "lora_targets": "lora_targets"}
     if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1:  # before it sets alpha
         raise ValueError(f"lora_rank must be a positive integer, got {lora_rank!r}")
     config = tuning.TuneConfig(method=method, lr=lr, epochs=tune_epochs, lora_rank=lora_rank,
                                lora_alpha=2.0 * lora_rank, lora_targets=lora_targets, **extra)
-    config.validate()
+    config.validate(names)
+    if method == "lora":
+        check_lora_targets(lora_targets, base_model)
     return config
+
+
+def check_lora_targets(lora_targets: str, base_model: str = models.SYNTHETIC) -> list:
+    """The targets as a list; a one-line error naming `lora_targets` and the model's linear layers otherwise."""
+    targets = [t.strip() for t in str(lora_targets).split(",") if t.strip()]
+    allowed = models.linear_module_names(base_model)
+    unknown = [t for t in targets if allowed is not None and t not in allowed]
+    if not targets or unknown:
+        raise ValueError(f"lora_targets {lora_targets!r}: {', '.join(unknown) or 'no module'}: not among the linear "
+                         f"layers of base_model {base_model!r}; allowed (comma-separated): {', '.join(allowed or ())}")
+    return targets
 
 
 def set_spec(kind: str, size: int, style: str = "simplified", unknown_fraction: float = 0.5,
@@ -231,6 +251,53 @@ def train_logs(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, see
     """The per-step loss logs of one configuration, one per seed (training only, no evaluation)."""
     return [train_log(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed), epoch)
             for seed in seeds]
+
+
+def all_answers(base_kwargs_: dict, data: SetSpec, configs: dict, seeds: list, epoch: int | None = None):
+    """Every held-out answer of the base and of each tuned model, one row per (seed, model, question).
+
+    configs is {model name: TuneConfig}. Columns: seed, model, group (known/unknown),
+    question, truth, answer, judgement (evaluation.JUDGEMENTS). An instruction file's
+    answers carry no truth and no judgement.
+    """
+    import pandas as pd
+    rows = []
+    for seed in seeds:
+        spec = base_spec(seed=seed, **base_kwargs_)
+        per_model = {} if not data.synthetic else {"base": base_answers(spec, epoch)}
+        for name, config in configs.items():
+            result = evaluate(spec, data, replace(config, seed=seed), epoch)
+            per_model[name] = result["answers"] if data.synthetic else result["file_answers"]
+        for name, answers in per_model.items():
+            for i, a in enumerate(answers):
+                rows.append({"seed": seed, "model": name, "index": i,
+                             "group": ("known" if a["known"] else "unknown") if "known" in a else "",
+                             "question": a["question"], "truth": a.get("truth", ""), "answer": a["answer"],
+                             "judgement": a.get("judgement", "")})
+    return pd.DataFrame(rows)
+
+
+def answers_side_by_side(answers, seed: int, num_rows: int = 6):
+    """A short table of one seed's answers, one row per question, the models side by side.
+
+    The rows are the first questions on which the models' judgements differ,
+    alternating known and unknown people, so the table shows where they part.
+    """
+    import pandas as pd
+    picked = answers[answers.seed == seed]
+    wide = picked.pivot(index="index", columns="model", values="answer")
+    verdicts = picked.pivot(index="index", columns="model", values="judgement")
+    meta = picked.drop_duplicates("index").set_index("index")[["group", "question", "truth"]]
+    differ = verdicts.nunique(axis=1) > 1
+    known, unknown = (list(meta.index[(meta.group == g) & differ]) for g in ("known", "unknown"))
+    order = [i for pair in itertools.zip_longest(known, unknown) for i in pair if i is not None]
+    rows = []
+    for i in (order + [i for i in meta.index if i not in order])[:num_rows]:
+        row = {"people": meta.loc[i, "group"], "question": meta.loc[i, "question"], "truth": meta.loc[i, "truth"]}
+        for model in wide.columns:
+            row[model] = f"{wide.loc[i, model]} [{verdicts.loc[i, model]}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def methods_at_sweep_edge(lrs: dict, best_lr: dict) -> list:

@@ -20,8 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# Pages and the terminal show results, not loading bars or library notices (also in the
+# processes that pretrain bases, which never import the chapters' helpers).
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 
@@ -126,6 +132,31 @@ def check_base_model(spec) -> str:
     if not _HUB_ID.match(spec):
         raise ValueError(f"base_model must be {BASE_MODEL_CHOICES}; got {spec!r}")
     return spec
+
+
+# Gemma 3's linear layers (its decoder is Llama-shaped), so a LoRA target is checked without loading the GGUF.
+GEMMA_LINEAR_NAMES = ("down_proj", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "up_proj", "v_proj")
+
+
+def linear_module_names(spec: str) -> tuple | None:
+    """The names (last dotted part) of a base model's linear layers, which LoRA can target; None if unknown offline.
+
+    Built on the meta device from the model's config: no weights are loaded.
+    """
+    if spec == GEMMA_ALIAS:
+        return GEMMA_LINEAR_NAMES
+    if spec == SYNTHETIC:
+        model = build_model("tiny", 8, 0)
+    else:
+        from transformers import AutoConfig
+        try:
+            config = AutoConfig.from_pretrained(Path(spec).expanduser() if Path(spec).expanduser().is_dir() else spec)
+        except (OSError, ValueError):
+            return None  # loading the model says why, still before any training
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    return tuple(sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear)}))
 
 
 _FINGERPRINTS: dict = {}

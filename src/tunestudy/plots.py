@@ -1,8 +1,12 @@
-"""The book's figure style and its results files, in one place.
+"""The book's figure style, its tables and its results files, in one place.
 
-Every figure shows the spread over seeds: a band of mean +- one standard
-deviation for curves, error bars for points. Every chapter writes its numbers
-to `results/<chapter>.json` next to `figures/<chapter>_*.png`.
+The style is seaborn's theme with one colour per method and per group
+everywhere (`COLORS`); seaborn draws the spread over seeds from per-seed rows
+(`errorbar="sd"`). What is left here is what seaborn does not do: a band over
+seeds for curves that are arrays, tables of "mean ± sd" with plain headers,
+and the results files. Every chapter writes its numbers to
+`results/<chapter>.json` next to `figures/<chapter>_*.png`, and every answer to
+`results/<chapter>_answers.jsonl`.
 """
 
 from __future__ import annotations
@@ -16,10 +20,24 @@ from pathlib import Path
 # from putting the figure in the page; without a display matplotlib picks Agg itself.
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 
-METHOD_COLORS = {"lora": "#1f77b4", "full": "#d62728", "base": "#7f7f7f"}
-plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False,
-                     "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
+# One colour per method and per group, in every chapter (seaborn's colour-blind palette).
+_PALETTE = sns.color_palette("colorblind")
+COLORS = {"lora": _PALETTE[0], "full": _PALETTE[3], "base": _PALETTE[7], "lora (wide)": _PALETTE[2],
+          "known": _PALETTE[1], "unknown": _PALETTE[4], "icl": _PALETTE[5]}
+METHOD_COLORS = COLORS  # the name the chapters use
+sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95,
+              rc={"figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
+                  "figure.constrained_layout.use": True, "legend.frameon": False})
+PANEL = (5.2, 3.6)  # inches per panel: wide enough for a label and a legend
+
+
+def panels(num: int, sharey: bool = False, rows: int = 1):
+    """A figure of `num` panels, each PANEL wide, laid out so labels never run into the next panel."""
+    cols = math.ceil(num / rows)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows), sharey=sharey, squeeze=False)
+    return fig, axes.ravel()[:num] if num > 1 else axes.ravel()[0]
 
 
 def mean_std(values) -> tuple:
@@ -48,6 +66,51 @@ def smooth(values, window: int):
     values = np.asarray(values, dtype=float)
     window = max(1, min(window, len(values)))
     return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def mean_sd_table(rows, by, columns: dict, digits: int = 2):
+    """One row per group of `by`, one column per measure as "mean ± sd" over seeds, plain headers.
+
+    rows: a long DataFrame with one row per seed; columns: {column: header with its unit}.
+    A single seed shows the mean alone.
+    """
+    import pandas as pd
+    by = [by] if isinstance(by, str) else list(by)
+    out = []
+    for key, group in rows.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        for column, header in columns.items():
+            values = group[column].astype(float).dropna()
+            if values.empty:
+                row[header] = "n/a"
+            elif len(values) == 1:
+                row[header] = f"{values.iloc[0]:.{digits}f}"
+            else:
+                row[header] = f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def show(table, caption: str = ""):
+    """A table as the page shows it: no index column, text left, numbers as given, an optional caption."""
+    styler = table.style.hide(axis="index")
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler.set_table_styles([{"selector": "th", "props": "text-align: left"},
+                                    {"selector": "td", "props": "text-align: left"}])
+
+
+def write_answers(chapter: str, answers, folder: str | Path = "results") -> Path:
+    """Every answer of the chapter as JSON Lines, one object per (seed, model, question), atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{chapter}_answers.jsonl"
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    lines = [json.dumps(_clean(record), sort_keys=True) for record in answers.to_dict(orient="records")]
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def save_figure(fig, chapter: str, name: str, folder: str | Path = "figures") -> Path:

@@ -31,9 +31,14 @@ CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
 RUN_KEY = "tunestudy_run_key"
 RUN_SECONDS = "tunestudy_run_seconds"
 SECONDS_FILE = "run_seconds.json"  # in <output_dir>/results, committed with the results: the next build's order
+RUNS_KEY = "built_runs"  # in SECONDS_FILE: {chapter: cached runs its last execution built}, the progress bar's total
 _seconds_lock = threading.Lock()
 # Torch's thread count is read from these when a kernel starts (see run_chapters).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# What every chapter kernel starts with: no deprecation notices on the terminal or the pages.
+KERNEL_ENV = {"PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+              "TF_CPP_MIN_LOG_LEVEL": "3", "TOKENIZERS_PARALLELISM": "false"}
+PROGRESS_SECONDS = 15.0  # how often a running chapter's progress line is refreshed
 
 
 class UsageError(ValueError):
@@ -146,8 +151,12 @@ def run_chapter(
     smoke: bool = False,
     force: bool = False,
     table: tuple[Chapter, ...] = CHAPTERS,
+    kernel_env: dict | None = None,
 ) -> Path:
     """Execute one chapter into output_dir/<name>.ipynb unless it is up to date.
+
+    `kernel_env` adds environment variables to the chapter's kernel only (the
+    driver's environment is not touched).
 
     The notebook runs with output_dir as its working directory. It is executed
     into a temporary file and renamed on success, so a failed run never replaces
@@ -168,23 +177,28 @@ def run_chapter(
         return out
 
     running = output_dir / f"{chapter.name}.running.ipynb"
+    progress = Progress(chapter.name, output_dir)
+    announce(f"{chapter.name}: started{progress.last_run_text()}")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(chapter.source),
-            str(running),
-            parameters=parameters,
-            # The kernel starts in output_dir. Not papermill's cwd=: that chdirs this whole
-            # process, and chapters run in threads would start their kernels in each other's
-            # (or the original) folder. nbclient starts the kernel in resources' path instead.
-            resources={"metadata": {"path": str(output_dir)}},
-            kernel_name="python3",
-            progress_bar=False,
-        )
+        with progress:
+            papermill.execute_notebook(
+                str(chapter.source),
+                str(running),
+                parameters=parameters,
+                # The kernel starts in output_dir. Not papermill's cwd=: that chdirs this whole
+                # process, and chapters run in threads would start their kernels in each other's
+                # (or the original) folder. nbclient starts the kernel in resources' path instead.
+                resources={"metadata": {"path": str(output_dir)}},
+                kernel_name="python3",
+                progress_bar=False,
+                kernel_manager_class=kernel_manager_class({**KERNEL_ENV, **(kernel_env or {}),
+                                                           cache.PROGRESS_VARIABLE: str(progress.path)}),
+            )
     except BaseException:
         if running.exists():
             os.replace(running, output_dir / f"{chapter.name}.failed.ipynb")
-        print(f"{chapter.name}: FAILED after {time.perf_counter() - start:.1f} s")
+        announce(f"{chapter.name}: FAILED after {time.perf_counter() - start:.1f} s")
         raise
     seconds = time.perf_counter() - start
     nb = nbformat.read(running, as_version=4)
@@ -196,30 +210,140 @@ def run_chapter(
             cell.metadata["tags"] = tags + ["hide-input"]
     nbformat.write(nb, running)
     os.replace(running, out)
-    record_seconds(chapter, output_dir, seconds)
-    print(f"{chapter.name}: ran in {seconds:.1f} s", flush=True)
+    record_seconds(chapter, output_dir, seconds, progress.count())
+    announce(f"{chapter.name}: done in {format_seconds(seconds)}{progress.last_run_text()}, "
+             f"{progress.count()} runs built")
     return out
 
 
-def record_seconds(chapter: Chapter, output_dir: Path, seconds: float) -> None:
-    """Add the chapter's run time to <output_dir>/results/run_seconds.json (atomically; chapters run in threads)."""
+def announce(line: str) -> None:
+    """One line on the driver's terminal, with the wall-clock time (chapters run in threads)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def kernel_manager_class(env: dict):
+    """A jupyter kernel manager whose kernel starts with `env` added to this process's environment.
+
+    Per kernel, not process-wide: chapters run in threads, each with its own
+    progress file (and thread count), and the driver's environment stays as it was.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class ChapterKernelManager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw):
+            kw["env"] = {**(kw.get("env") or os.environ), **env}
+            return await super()._async_pre_start_kernel(**kw)
+
+    return ChapterKernelManager
+
+
+class Progress:
+    """A running chapter's progress: its kernel appends one line per built artifact to a file
+    (cache.PROGRESS_VARIABLE); a thread here prints a bar of them every PROGRESS_SECONDS,
+    against the number the chapter's last run built."""
+
+    def __init__(self, name: str, output_dir: Path):
+        self.name = name
+        self.path = Path(output_dir) / "results" / f".progress-{name}.jsonl"
+        self.last_seconds = read_seconds(output_dir).get(name)
+        self.last_count = read_counts(output_dir).get(name)
+        self._stop = threading.Event()
+        self._thread = None
+        self._shown = 0
+        self.start = time.perf_counter()
+
+    def last_run_text(self) -> str:
+        return f" (last run {format_seconds(self.last_seconds)})" if self.last_seconds else ""
+
+    def events(self) -> list:
+        try:
+            return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return []
+
+    def count(self) -> int:
+        return len(self.events())
+
+    def line(self) -> str | None:
+        events = self.events()
+        if len(events) == self._shown:
+            return None
+        self._shown = len(events)
+        elapsed = time.perf_counter() - self.start
+        total = self.last_count if self.last_count and self.last_count >= len(events) else None
+        bar = ""
+        if total:
+            filled = round(20 * len(events) / total)
+            bar = f"[{'#' * filled}{'.' * (20 - filled)}] {len(events)}/{total} runs"
+        else:
+            bar = f"{len(events)} runs built"
+        left = ""
+        if self.last_seconds and self.last_seconds > elapsed:
+            left = f", about {format_seconds(self.last_seconds - elapsed)} left"
+        last = events[-1]
+        return (f"  {self.name} {bar} ({format_seconds(elapsed)}{left}; last: {last.get('kind')} "
+                f"{last.get('label', '')} in {last.get('seconds', 0):.0f} s)")
+
+    def _watch(self):
+        while not self._stop.wait(PROGRESS_SECONDS):
+            line = self.line()
+            if line:
+                print(line, flush=True)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def record_seconds(chapter: Chapter, output_dir: Path, seconds: float, built: int | None = None) -> None:
+    """Add the chapter's run time (and the runs it built, when it built any) to
+    <output_dir>/results/run_seconds.json, atomically (chapters run in threads)."""
     path = Path(output_dir) / "results" / SECONDS_FILE
     with _seconds_lock:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = read_seconds(output_dir)
         table[chapter.name] = round(seconds, 1)
+        counts = read_counts(output_dir)
+        if built:  # a warm run builds nothing: keep the count of the last run that did
+            counts[chapter.name] = built
+        if counts:
+            table[RUNS_KEY] = counts
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, path)
 
 
-def read_seconds(output_dir: Path) -> dict:
-    """{chapter: seconds of its last run}; empty if there is no readable record."""
+def _read_table(output_dir: Path) -> dict:
     try:
         table = json.loads((Path(output_dir) / "results" / SECONDS_FILE).read_text())
-        return {k: float(v) for k, v in table.items()} if isinstance(table, dict) else {}
-    except (OSError, ValueError, TypeError):
+        return table if isinstance(table, dict) else {}
+    except (OSError, ValueError):
         return {}
+
+
+def read_seconds(output_dir: Path) -> dict:
+    """{chapter: seconds of its last run}; empty if there is no readable record."""
+    return {k: float(v) for k, v in _read_table(output_dir).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def read_counts(output_dir: Path) -> dict:
+    """{chapter: cached runs its last building execution built}."""
+    counts = _read_table(output_dir).get(RUNS_KEY, {})
+    return {k: int(v) for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
 
 
 def default_workers() -> int:
@@ -269,33 +393,54 @@ def run_chapters(
         return
     seconds = read_seconds(output_dir)  # the last run's times; a chapter never timed goes first
     first, rest = chapters[0], sorted(chapters[1:], key=lambda c: -seconds.get(c.name, float("inf")))
-    run_chapter(first, output_dir=output_dir, smoke=smoke, table=table)
-    if workers == 1 or len(rest) <= 1:
-        for chapter in rest:
-            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table)
-        return
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    book = BookClock(chapters, seconds, workers)
     errors = []
 
-    def one(chapter):
+    def one(chapter, kernel_env=None):
         try:
-            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table)
+            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table, kernel_env=kernel_env)
         except BaseException as err:  # the other chapters go on; the error is raised below
             errors.append(err)
+        book.finished(chapter)
 
-    try:
-        os.environ.update({name: threads for name in THREAD_VARIABLES})  # inherited by each new kernel
+    one(first)
+    if workers == 1 or len(rest) <= 1:
+        for chapter in rest:
+            one(chapter)
+    else:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, rest))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            list(pool.map(lambda c: one(c, {name: threads for name in THREAD_VARIABLES}), rest))
     if errors:
         raise errors[0]
+
+
+class BookClock:
+    """The running total of a book build, and what is left by the chapters' last run times."""
+
+    def __init__(self, chapters: list, seconds: dict, workers: int):
+        self.left = {c.name: seconds.get(c.name) for c in chapters}
+        self.workers = workers
+        self.start = time.perf_counter()
+        self.total = len(chapters)
+        self._lock = threading.Lock()
+        known = [v for v in self.left.values() if v]
+        if known:
+            announce(f"book: {self.total} chapters; by their last run times about "
+                     f"{format_seconds(self._estimate())} with {workers} at a time")
+
+    def _estimate(self) -> float:
+        """Last run times left, the first chapter alone and the rest shared by the workers (rough)."""
+        times = [v or 0.0 for v in self.left.values()]
+        return sum(times) / max(1, min(self.workers, len(times))) if len(times) > 1 else sum(times)
+
+    def finished(self, chapter: Chapter) -> None:
+        with self._lock:
+            self.left.pop(chapter.name, None)
+            done = self.total - len(self.left)
+            elapsed = time.perf_counter() - self.start
+            rest = f", about {format_seconds(self._estimate())} left" if self.left and self._estimate() else ""
+            announce(f"book: {done}/{self.total} chapters done, {format_seconds(elapsed)} so far{rest}")
 
 
 def toc_text(chapters: list[Chapter]) -> str:

@@ -8,12 +8,15 @@ diverged run never becomes a cached artifact.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
+
+from .cache import PROGRESS_VARIABLE
 
 from .models import count_parameters, device
 
@@ -52,30 +55,40 @@ class TuneConfig:
     loss_on: str = "response"  # "response": every response token; "value": only the asked value's tokens
     seed: int = 0
 
-    def validate(self) -> None:
-        """One-line errors naming the parameter, before any work; types first, then ranges."""
-        for name in ("steps", "batch_size", "lora_rank", "seed"):
-            value = getattr(self, name)
+    def validate(self, names: dict | None = None) -> None:
+        """One-line errors naming the parameter, before any work; types first, then ranges.
+
+        `names` maps a field to the name the user typed (a chapter's `lora_lr` for `lr`).
+        """
+        names = names or {}
+
+        def name(field):
+            return names.get(field, field)
+
+        for field in ("steps", "batch_size", "lora_rank", "seed"):
+            value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        for name in ("lr", "epochs", "lora_alpha"):
-            value = getattr(self, name)
+                raise ValueError(f"{name(field)} must be an integer, got {value!r}")
+        for field in ("lr", "epochs", "lora_alpha"):
+            value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                allowed = " between 0 and 1" if name == "lr" else ""
-                raise ValueError(f"{name} must be a number{allowed}, got {value!r}")
+                allowed = " between 0 and 1" if field == "lr" else ""
+                raise ValueError(f"{name(field)} must be a number{allowed}, got {value!r}")
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise ValueError(f"{name('method')} must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.loss_on not in LOSS_ON:
-            raise ValueError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
+            raise ValueError(f"{name('loss_on')} must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
         if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be a number between 0 and 1, got {self.lr!r}")
+            raise ValueError(f"{name('lr')} must be a number between 0 and 1, got {self.lr!r}")
         if self.steps < 0 or (self.steps == 0 and not self.epochs > 0):
-            raise ValueError(f"steps must be >= 0 and epochs > 0 when steps is 0, got steps={self.steps}, "
-                             f"epochs={self.epochs}")
+            raise ValueError(f"{name('steps')} must be >= 0 and {name('epochs')} > 0 when steps is 0, "
+                             f"got steps={self.steps}, epochs={self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+            raise ValueError(f"{name('batch_size')} must be a positive integer, got {self.batch_size}")
         if self.method == "lora" and self.lora_rank < 1:
-            raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank}")
+            raise ValueError(f"{name('lora_rank')} must be a positive integer, got {self.lora_rank}")
+        if self.method == "lora" and not [t for t in self.lora_targets.split(",") if t.strip()]:
+            raise ValueError(f"{name('lora_targets')} must name at least one module, got {self.lora_targets!r}")
 
 
 def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, warmup_fraction: float = 0.05,
@@ -99,8 +112,10 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
     where = params[0].device
     model.train()
     log = {"step": [], "loss": [], "group_loss": []}
-    # disable=None: a bar on a terminal, none in an executed notebook page.
-    bar = tqdm(range(num_steps), desc=desc, mininterval=2.0, leave=False, disable=None)
+    # A bar on a terminal only: none in a notebook page (plain tqdm, not tqdm.auto's widget, which
+    # warns without ipywidgets), none under the book driver, which prints its own progress lines.
+    quiet = True if os.environ.get(PROGRESS_VARIABLE) else None
+    bar = tqdm(range(num_steps), desc=desc, mininterval=2.0, leave=False, disable=quiet)
     for step in bar:
         input_ids, attention_mask, loss_mask, groups = next(batches)
         input_ids, attention_mask, loss_mask = input_ids.to(where), attention_mask.to(where), loss_mask.to(where)

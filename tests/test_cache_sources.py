@@ -1,0 +1,95 @@
+"""Each cached kind hashes the source of every package module its build can run, and only those.
+
+The import graph is read from the code itself (every `from . import x`, `from .x import`, and
+`import tunestudy.x`, also inside functions), so a new import that a kind's SOURCES does not
+list makes this test fail.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tunestudy import bases, cache, evaluation, tuned
+
+PACKAGE = Path(cache.__file__).parent
+# cache.py decides where an artifact lives and what its key is, not what it holds.
+NOT_CONTENT = {"cache.py"}
+
+
+def package_imports(module_file: str) -> set:
+    """The package modules (file names) that one module imports, anywhere in its body."""
+    tree = ast.parse((PACKAGE / module_file).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:  # from .x import y
+                found.add(node.module.split(".")[0] + ".py")
+            elif node.level == 1:  # from . import x, y
+                found |= {alias.name + ".py" for alias in node.names}
+            elif node.module and node.module.startswith("tunestudy"):
+                parts = node.module.split(".")
+                found |= {parts[1] + ".py"} if len(parts) > 1 else {a.name + ".py" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] + ".py" for a in node.names if a.name.startswith("tunestudy.")}
+    return {f for f in found if (PACKAGE / f).exists()}
+
+
+def closure(module_file: str) -> set:
+    seen, todo = set(), [module_file]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        todo += sorted(package_imports(current) - seen)
+    return seen
+
+
+@pytest.mark.parametrize("module, sources", [
+    ("bases.py", bases.SOURCES), ("tuned.py", tuned.SOURCES), ("evaluation.py", evaluation.SOURCES)])
+def test_each_kind_hashes_every_module_its_build_imports(module, sources):
+    missing = closure(module) - set(sources) - NOT_CONTENT
+    assert not missing, f"{module}'s cached kinds do not hash {sorted(missing)}: add them to its SOURCES"
+
+
+def test_the_import_reader_sees_imports_inside_functions(tmp_path, monkeypatch):
+    (tmp_path / "a.py").write_text("from . import b\ndef f():\n    from .c import g\n    import tunestudy.d\n")
+    for name in "bcd":
+        (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
+    assert package_imports("a.py") == {"b.py", "c.py", "d.py"}
+
+
+def test_a_base_does_not_hash_metrics_or_the_evaluation():
+    assert "metrics.py" not in bases.SOURCES and "evaluation.py" not in bases.SOURCES
+    assert "metrics.py" not in tuned.SOURCES
+
+
+def test_editing_metrics_changes_evaluation_keys_but_not_base_keys(tmp_path, monkeypatch):
+    for f in PACKAGE.glob("*.py"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(cache, "PACKAGE_DIR", tmp_path)
+    cache.source_hash.cache_clear()
+    try:
+        before = {k: cache.artifact_key(k, {"n": 1}, s) for k, s in
+                  (("base", bases.SOURCES), ("tuned", tuned.SOURCES), ("evaluation", evaluation.SOURCES))}
+        path = tmp_path / "metrics.py"
+        path.write_text(path.read_text().replace('"""', '"""Edited docstring. ', 1))
+        cache.source_hash.cache_clear()
+        after = {k: cache.artifact_key(k, {"n": 1}, s) for k, s in
+                 (("base", bases.SOURCES), ("tuned", tuned.SOURCES), ("evaluation", evaluation.SOURCES))}
+    finally:
+        cache.source_hash.cache_clear()
+    assert after["base"] == before["base"] and after["tuned"] == before["tuned"]
+    assert after["evaluation"] != before["evaluation"]
+
+
+def test_the_final_epoch_has_one_key():
+    from tunestudy import pipeline as P, tuning
+    spec = P.base_spec(seed=0, size="tiny", num_known=8, num_unknown=8, pretrain_epochs=4, num_format_docs=2)
+    data, config = P.SetSpec(kind="known", size=4), tuning.TuneConfig()
+    assert P.tune_params(spec, data, config, None) == P.tune_params(spec, data, config, 4)
+    assert P.tune_params(spec, data, config, 1) != P.tune_params(spec, data, config, None)
+    with pytest.raises(ValueError, match="epoch must be one of"):
+        P.normal_epoch(spec, 3)
