@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 
 import numpy as np
+import torch
 
 from . import cache, metrics, tuned, tuning, world as W
 from .bases import BaseSpec, load_base, normal_epoch
@@ -15,7 +16,7 @@ from .sets import SetSpec, eval_questions, file_split, make_set
 from .tuned import load_tuned, train_log, tune_params
 
 __all__ = ["ICL_SHOTS", "JUDGEMENTS", "MAX_NEW_TOKENS", "SOURCES", "answer_record", "base_answers", "base_probe", "evaluate", "icl_prefix",
-           "most_similar_person", "position_records", "probe", "response_roles", "token_budget"]
+           "most_similar_person", "position_records", "probe", "response_roles", "token_budget", "training_fit"]
 
 SOURCES = tuned.SOURCES + ("evaluation.py", "metrics.py")
 MAX_NEW_TOKENS = 48
@@ -137,6 +138,35 @@ def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: i
         "file_answers": responses_on_view,  # an instruction file's held-out answers, unjudged
     }
     return result
+
+
+def training_fit(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:
+    """How well a tuned model fits its own tuning set (cached): the share of distinct training facts whose
+    value tokens it predicts exactly when teacher-forced, and the final training loss.
+
+    Cheaper than generating every answer and enough to say whether new facts were absorbed.
+    """
+    params = tune_params(base, data, config, epoch)
+
+    def compute():
+        world = W.generate_world(base.world)
+        examples = make_set(world, data, config.seed)
+        distinct = list({(e.person, e.attribute): e for e in examples}.values())
+        model, tokenizer = load_tuned(base, data, config, params["base_epoch"])
+        hits = []
+        with torch.no_grad():
+            for example in distinct:
+                ids, _, value_mask = tuning.encode_example(tokenizer, example.prompt, example.response,
+                                                           example.value_span)
+                logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0]
+                predicted = logits[:-1].argmax(-1).tolist()  # token t predicts token t+1
+                hits.append(all(predicted[t - 1] == ids[t] for t, v in enumerate(value_mask) if v))
+        loss = train_log(base, data, config, params["base_epoch"])["loss"]
+        return {"fit_accuracy": float(np.mean(hits)), "num_facts": len(distinct),
+                "final_loss": float(np.mean(loss[-10:]))}
+
+    return cache.cached_json("training_fit", params, compute, sources=SOURCES,
+                             label=tuned.run_label(data, config, params["base_epoch"]))
 
 
 JUDGEMENTS = ("correct", "wrong", "wrong, borrowed", "no value stated")

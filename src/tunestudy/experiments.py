@@ -19,12 +19,12 @@ import torch
 
 from . import metrics, models, tuning, world as W
 from .bases import BaseSpec, base_is_built, base_spec, build_base, checkpoint_epochs, load_base, pretrain_log
-from .evaluation import base_answers, base_probe, evaluate
+from .evaluation import base_answers, base_probe, evaluate, training_fit
 from .sets import SetSpec, file_set_spec
 from .tuned import load_tuned, train_log
 
 __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_side_by_side", "base_kwargs", "base_report",
-           "base_spec", "build_bases", "check_lora_targets", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
+           "ATTENTION_ONLY", "LORA_TARGET_SETS", "base_spec", "build_bases", "check_lora_targets", "judged", "parse_target_sets", "pick_configuration", "training_fits", "verdict_attention_only", "verdict_data_scaling", "verdict_kl_shift", "verdict_lora_vs_full", "verdict_low_ranks_fall_behind", "verdict_lr_ratio", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
            "methods_at_sweep_edge", "parse_float_list", "parse_int_list", "positions_table", "replicate", "seeds_for",
            "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict"]
 
@@ -67,6 +67,7 @@ def summarize(result: dict) -> dict:
         "marginal_share": float(np.mean((ranks > 1) & (ranks <= 3))),
         "final_loss": float(np.mean(result["train_log"]["loss"][-10:])),
         "trainable_fraction": result["train_log"]["trainable_fraction"],
+        "trainable_parameters": result["train_log"]["trainable_parameters"],
     }
     out["forgetting"] = out["probe_before"] - out["probe_after"]
     for role in W.ROLES:
@@ -298,6 +299,169 @@ def answers_side_by_side(answers, seed: int, num_rows: int = 6):
             row[model] = f"{wide.loc[i, model]} [{verdicts.loc[i, model]}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- the verdicts of the reference's claims (one function per chapter, applied to each LoRA) ------
+
+def verdict_kl_shift(lora: dict, full: dict) -> dict:
+    """Ghosh et al. §4: LoRA barely shifts the base, full fine-tuning shifts it 4-5x more.
+
+    lora, full: mean `kl_mean` and `kl_top5_share` over seeds. Reproduced: full's
+    mean KL at least 3x LoRA's and LoRA's KL the more concentrated on its top 5%
+    of positions; partly: full's mean KL more than 1.2x LoRA's.
+    """
+    ratio = full["kl_mean"] / lora["kl_mean"]
+    concentrated = lora["kl_top5_share"] > full["kl_top5_share"]
+    return judged(ratio >= 3 and concentrated, ratio > 1.2,
+                  "full fine-tuning's mean KL is at least 3x LoRA's and LoRA's KL is the more concentrated on its "
+                  "top 5% of positions (reproduced); full's mean KL is more than 1.2x LoRA's (partly)",
+                  {"ratio": ratio, "lora_more_concentrated": concentrated})
+
+
+def verdict_data_scaling(lora: dict, full: dict) -> dict:
+    """Ghosh et al. §4.3: more data does not help LoRA (flat KL and accuracy); full fine-tuning's KL grows.
+
+    lora, full: {scale factor: {"kl_mean", "accuracy_known"}} (means over seeds).
+    Judged from the second scale on (x10 in the reference's ratios): LoRA's KL grows
+    less than full's and its accuracy moves by less than 0.05, and full's KL grows
+    by more than 20% (reproduced); LoRA flat, or its KL growing less than full's (partly).
+    """
+    factors = sorted(lora)
+    after = factors[min(1, len(factors) - 1):]
+    lora_growth = lora[after[-1]]["kl_mean"] / lora[after[0]]["kl_mean"]
+    full_growth = full[after[-1]]["kl_mean"] / full[after[0]]["kl_mean"]
+    gain = lora[after[-1]]["accuracy_known"] - lora[after[0]]["accuracy_known"]
+    flat = lora_growth < full_growth and abs(gain) < 0.05
+    return judged(flat and full_growth > 1.2, flat or lora_growth < full_growth,
+                  "from the second scale on, LoRA's KL grows less than full fine-tuning's, its accuracy moves by less "
+                  "than 0.05 and full's KL grows by more than 20% (reproduced); LoRA's KL grows less than full's (partly)",
+                  {"lora_kl_growth": lora_growth, "full_kl_growth": full_growth, "lora_accuracy_gain": gain,
+                   "from_factor": after[0], "to_factor": after[-1]})
+
+
+def verdict_lora_vs_full(gaps: list, lora_forgetting: float, full_forgetting: float) -> dict:
+    """Ghosh et al. §5: LoRA beats full fine-tuning when the base knows the facts, more so the better the base.
+
+    gaps: LoRA's held-out accuracy minus full's, ordered from the least to the most
+    pretrained base. Reproduced: LoRA ahead on the best base, the lead growing with
+    the knowledge reserve, and LoRA forgetting less; partly: ahead or forgetting less.
+    """
+    wins, grows, less = gaps[-1] > 0, gaps[-1] > gaps[0], lora_forgetting < full_forgetting
+    return judged(wins and grows and less, wins or less,
+                  "LoRA ahead on the best base, its lead growing with the base's knowledge, and LoRA forgetting less "
+                  "(reproduced); LoRA ahead or forgetting less (partly)",
+                  {"gap_first": gaps[0], "gap_last": gaps[-1], "lora_forgetting": lora_forgetting,
+                   "full_forgetting": full_forgetting})
+
+
+# --- LoRA's configuration (chapter "LoRA's configuration") ------------------------------------------
+
+LORA_TARGET_SETS = {  # a name a reader can type -> the modules LoRA adapts
+    "qv": "q_proj,v_proj",
+    "attention": "q_proj,k_proj,v_proj,o_proj",
+    "mlp": "gate_proj,up_proj,down_proj",
+    "all": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+}
+ATTENTION_ONLY = ("qv", "attention")
+
+
+def parse_target_sets(text: str) -> dict:
+    """"qv,all" -> {name: modules}; a one-line error naming `target_sets` otherwise."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    unknown = [n for n in names if n not in LORA_TARGET_SETS]
+    if not names or unknown:
+        raise ValueError(f"target_sets must be comma-separated names among {', '.join(LORA_TARGET_SETS)}, "
+                         f"got {text!r}")
+    return {n: LORA_TARGET_SETS[n] for n in names}
+
+
+def judged(reproduced: bool, partly: bool, criterion: str, numbers: dict) -> dict:
+    """A verdict with the rule it applied in words and the numbers it read."""
+    return {"verdict": verdict(reproduced, partly), "criterion": criterion, "numbers": numbers}
+
+
+def verdict_attention_only(cells) -> dict:
+    """LoRA Without Regret: attention-only LoRA underperforms MLP or all-layer LoRA even at matched parameter count.
+
+    cells: one row per (targets, rank) with mean `accuracy_known` and `trainable_parameters`.
+    An attention-only cell is beaten when some MLP or all-layer cell with at most
+    its trainable parameters has higher held-out accuracy. Reproduced: every
+    attention-only cell beaten; partly: some.
+    """
+    attention = cells[cells.targets.isin(ATTENTION_ONLY)]
+    others = cells[~cells.targets.isin(ATTENTION_ONLY)]
+    beaten = {}
+    for _, a in attention.iterrows():
+        rivals = others[others.trainable_parameters <= a.trainable_parameters]
+        beaten[f"{a.targets} r{a['rank']}"] = bool((rivals.accuracy_known > a.accuracy_known).any())
+    count = sum(beaten.values())
+    return judged(bool(beaten) and count == len(beaten), count > 0,
+                  "every attention-only cell is beaten on held-out accuracy by an MLP or all-layer cell with at "
+                  "most its trainable parameters (reproduced); some are (partly)",
+                  {"beaten": beaten, "num_beaten": count, "num_attention_cells": len(beaten)})
+
+
+def verdict_lr_ratio(best_lrs: dict, full_lr: float, low: float = 3.0, high: float = 30.0) -> dict:
+    """LoRA Without Regret / Biderman et al.: the best LoRA rate is about 10x full fine-tuning's and barely depends on rank.
+
+    best_lrs: {(targets, rank): best learning rate}. "About 10x": every ratio in
+    [low, high]. "Barely depends on rank": within each target set the best rates
+    of all ranks lie within a factor of 3.5 (one step of a 1-3-10 sweep).
+    Reproduced: both; partly: one.
+    """
+    ratios = {f"{t} r{r}": lr / full_lr for (t, r), lr in best_lrs.items()}
+    about_10x = all(low <= v <= high for v in ratios.values())
+    spread = {}
+    for t in sorted({t for t, _ in best_lrs}):
+        values = [lr for (tt, _), lr in best_lrs.items() if tt == t]
+        spread[t] = max(values) / min(values)
+    flat = all(v <= 3.5 for v in spread.values())
+    return judged(about_10x and flat, about_10x or flat,
+                  f"every cell's best LoRA rate is {low:g}-{high:g}x full fine-tuning's, and within each target set "
+                  "the ranks' best rates lie within a factor of 3.5 (reproduced); one of the two (partly)",
+                  {"ratio_to_full": ratios, "rank_spread_by_targets": spread, "about_10x": about_10x,
+                   "barely_depends_on_rank": flat})
+
+
+def verdict_low_ranks_fall_behind(fit, full_fit: dict) -> dict:
+    """LoRA Without Regret: low ranks fall behind full fine-tuning after a number of steps that grows with rank.
+
+    fit: one row per (targets, rank, epochs) with mean `fit_accuracy` on the new
+    facts (the unknown set); full_fit: {epochs: full fine-tuning's fit}. With two
+    lengths: at the longer one, the gap to full shrinks as the rank grows, and
+    the lowest rank's gap is at least as large as at the shorter length.
+    Counted per target set; reproduced when it holds for every target set, partly for some.
+    """
+    short, long_ = min(full_fit), max(full_fit)
+    holds = {}
+    for targets, group in fit.groupby("targets", sort=False):
+        gap = {(int(r.rank), float(r.epochs)): full_fit[r.epochs] - r.fit_accuracy for r in group.itertuples()}
+        ranks = sorted({r for r, _ in gap})
+        long_gaps = [gap[r, long_] for r in ranks]
+        shrinks = all(b <= a for a, b in zip(long_gaps, long_gaps[1:])) and long_gaps[-1] < long_gaps[0]
+        widens = gap[ranks[0], long_] >= gap[ranks[0], short]
+        holds[targets] = {"gap_by_rank_long": dict(zip(ranks, long_gaps)),
+                          "lowest_rank_gap_short": gap[ranks[0], short], "holds": bool(shrinks and widens)}
+    count = sum(v["holds"] for v in holds.values())
+    return judged(count == len(holds) and count > 0, count > 0,
+                  "at the longer training the gap to full fine-tuning on new facts shrinks as the rank grows, and "
+                  "the lowest rank's gap does not close with more steps; for every target set (reproduced), some (partly)",
+                  {"by_targets": holds})
+
+
+def pick_configuration(cells, epochs: float) -> dict:
+    """The LoRA configuration the other chapters set beside the reference's: the best mean held-out accuracy on
+    known people at `epochs`, ties broken by fewer trainable parameters."""
+    picked = cells[cells.epochs == epochs].sort_values(["accuracy_known", "trainable_parameters"],
+                                                        ascending=[False, True]).iloc[0]
+    return {"targets": picked.targets, "rank": int(picked["rank"]), "lr": float(picked.lr),
+            "accuracy_known": float(picked.accuracy_known)}
+
+
+def training_fits(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list) -> list:
+    """evaluation.training_fit per seed, as rows with a seed column."""
+    return [{"seed": seed, **training_fit(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed))}
+            for seed in seeds]
 
 
 def methods_at_sweep_edge(lrs: dict, best_lr: dict) -> list:

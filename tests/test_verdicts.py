@@ -1,0 +1,111 @@
+"""Each verdict rule on hand-made rows: the numbers are chosen so that exactly one condition flips."""
+
+import pandas as pd
+import pytest
+
+from tunestudy import experiments as X
+
+
+def test_kl_shift_verdict():
+    full = {"kl_mean": 3.0, "kl_top5_share": 0.2}
+    assert X.verdict_kl_shift({"kl_mean": 1.0, "kl_top5_share": 0.5}, full)["verdict"] == "reproduced"
+    # 3x but LoRA's KL not the more concentrated: only partly
+    assert X.verdict_kl_shift({"kl_mean": 1.0, "kl_top5_share": 0.1}, full)["verdict"] == "partly reproduced"
+    # 1.4x: partly; 1.1x: not
+    assert X.verdict_kl_shift({"kl_mean": 3.0 / 1.4, "kl_top5_share": 0.5}, full)["verdict"] == "partly reproduced"
+    result = X.verdict_kl_shift({"kl_mean": 3.0 / 1.1, "kl_top5_share": 0.5}, full)
+    assert result["verdict"] == "not reproduced" and result["numbers"]["ratio"] == pytest.approx(1.1)
+    assert "3x" in result["criterion"]
+
+
+def scaling(kl, acc):
+    return {f: {"kl_mean": k, "accuracy_known": a} for f, k, a in zip((1, 10, 52), kl, acc)}
+
+
+def test_data_scaling_verdict():
+    full = scaling([1.0, 2.0, 3.0], [0.2, 0.8, 0.9])
+    flat = scaling([1.0, 1.0, 1.1], [0.2, 0.5, 0.52])
+    result = X.verdict_data_scaling(flat, full)
+    assert result["verdict"] == "reproduced"
+    assert result["numbers"]["lora_kl_growth"] == pytest.approx(1.1) and result["numbers"]["full_kl_growth"] == 1.5
+    assert result["numbers"]["from_factor"] == 10  # judged from the second scale on
+    # accuracy still rising by 0.2: LoRA's KL still grows less than full's, so partly
+    assert X.verdict_data_scaling(scaling([1, 1, 1.1], [0.2, 0.5, 0.7]), full)["verdict"] == "partly reproduced"
+    # LoRA's KL grows as fast as full's and its accuracy rises: not reproduced
+    assert X.verdict_data_scaling(scaling([1, 1, 1.6], [0.2, 0.5, 0.7]), full)["verdict"] == "not reproduced"
+    # full's KL grows only 15%: LoRA flat (1.1 < 1.15) but no contrast, so partly
+    assert X.verdict_data_scaling(flat, scaling([1, 2, 2.3], [0.2, 0.8, 0.9]))["verdict"] == "partly reproduced"
+
+
+def test_lora_vs_full_verdict():
+    assert X.verdict_lora_vs_full([0.01, 0.05], 0.01, 0.05)["verdict"] == "reproduced"
+    assert X.verdict_lora_vs_full([0.06, 0.05], 0.01, 0.05)["verdict"] == "partly reproduced"  # lead shrinks
+    assert X.verdict_lora_vs_full([-0.3, -0.6], 0.01, 0.05)["verdict"] == "partly reproduced"  # forgets less only
+    assert X.verdict_lora_vs_full([-0.3, -0.6], 0.05, 0.01)["verdict"] == "not reproduced"
+    assert X.verdict_lora_vs_full([-0.3, -0.6], 0.05, 0.05)["verdict"] == "not reproduced"  # equal is not less
+
+
+def cells(rows):
+    return pd.DataFrame(rows, columns=["targets", "rank", "trainable_parameters", "accuracy_known"])
+
+
+def test_attention_only_verdict():
+    grid = cells([("qv", 1, 1000, 0.3), ("attention", 1, 2000, 0.4), ("mlp", 1, 1500, 0.5), ("all", 1, 3500, 0.9)])
+    result = X.verdict_attention_only(grid)
+    # qv (1000) has no rival with <= 1000 parameters; attention (2000) is beaten by mlp (1500)
+    assert result["numbers"]["beaten"] == {"qv r1": False, "attention r1": True}
+    assert result["verdict"] == "partly reproduced"
+    grid.loc[2, "trainable_parameters"] = 900
+    assert X.verdict_attention_only(grid)["verdict"] == "reproduced"
+    grid.loc[2, "accuracy_known"] = 0.2  # the cheap MLP cell now loses to both
+    assert X.verdict_attention_only(grid)["verdict"] == "not reproduced"  # all (3500) is bigger than both
+
+
+def test_lr_ratio_verdict():
+    best = {("qv", 1): 1e-2, ("qv", 4): 1e-2, ("all", 1): 3e-2, ("all", 4): 1e-2}
+    result = X.verdict_lr_ratio(best, 1e-3)
+    assert result["verdict"] == "reproduced"
+    assert result["numbers"]["ratio_to_full"]["all r1"] == pytest.approx(30)
+    assert result["numbers"]["rank_spread_by_targets"] == {"all": pytest.approx(3), "qv": 1}
+    best[("all", 4)] = 3e-3  # spread 10x across ranks, and a 3x ratio: still about 10x, not flat
+    assert X.verdict_lr_ratio(best, 1e-3)["verdict"] == "partly reproduced"
+    assert X.verdict_lr_ratio(best, 1e-4)["verdict"] == "not reproduced"  # ratios 30-300x and not flat
+
+
+def test_low_ranks_fall_behind_verdict():
+    def fit(rows):
+        return pd.DataFrame(rows, columns=["targets", "rank", "epochs", "fit_accuracy"])
+    full = {5.0: 0.6, 10.0: 0.9}
+    holds = fit([("qv", 1, 5.0, 0.2), ("qv", 4, 5.0, 0.3), ("qv", 1, 10.0, 0.3), ("qv", 4, 10.0, 0.8)])
+    result = X.verdict_low_ranks_fall_behind(holds, full)
+    assert result["verdict"] == "reproduced"
+    assert result["numbers"]["by_targets"]["qv"]["gap_by_rank_long"] == {1: pytest.approx(0.6), 4: pytest.approx(0.1)}
+    # the lowest rank catches up with more steps (gap 0.4 -> 0.1): does not hold
+    closes = fit([("qv", 1, 5.0, 0.2), ("qv", 4, 5.0, 0.3), ("qv", 1, 10.0, 0.8), ("qv", 4, 10.0, 0.85)])
+    assert X.verdict_low_ranks_fall_behind(closes, full)["verdict"] == "not reproduced"
+    both = pd.concat([holds, closes.assign(targets="mlp")])
+    assert X.verdict_low_ranks_fall_behind(both, full)["verdict"] == "partly reproduced"
+
+
+def test_pick_configuration_breaks_ties_by_size():
+    grid = pd.DataFrame([("qv", 1, 1e-2, 5.0, 0.7, 1000), ("all", 4, 1e-2, 5.0, 0.7, 900), ("all", 16, 3e-3, 5.0, 0.6, 50),
+                         ("all", 16, 3e-3, 10.0, 0.99, 50)],
+                        columns=["targets", "rank", "lr", "epochs", "accuracy_known", "trainable_parameters"])
+    assert X.pick_configuration(grid, 5.0) == {"targets": "all", "rank": 4, "lr": 1e-2, "accuracy_known": 0.7}
+    assert X.pick_configuration(grid, 10.0)["rank"] == 16
+
+
+def test_target_sets_and_lora_targets_name_the_parameter():
+    assert X.parse_target_sets("qv, all") == {"qv": "q_proj,v_proj", "all": X.LORA_TARGET_SETS["all"]}
+    with pytest.raises(ValueError, match=r"^target_sets must be .*qv, attention, mlp, all.*'qkv'"):
+        X.parse_target_sets("qkv")
+    with pytest.raises(ValueError, match=r"^lora_targets 'q,v_proj': q: not among .* q_proj, up_proj, v_proj$"):
+        X.check_lora_targets("q,v_proj")
+    with pytest.raises(ValueError, match=r"^lora_lr must be a number between 0 and 1, got 5$"):
+        X.tune_config("lora", 5, 5.0)
+    with pytest.raises(ValueError, match=r"^full_lr must be"):
+        X.tune_config("full", 2.0, 5.0)
+    with pytest.raises(ValueError, match=r"^wide_lora_lrs must be"):
+        X.tune_config("lora", -1.0, 5.0, lr_name="wide_lora_lrs")
+    with pytest.raises(ValueError, match=r"^tune_epochs must be"):
+        X.tune_config("lora", 0.01, "five")
