@@ -57,7 +57,7 @@ def run_chapters(root: Path, smoke: bool, names: list, overrides: dict | None = 
     with contextlib.redirect_stdout(printed):
         runs.run_chapters(chapters, output_dir=root / "book" / "chapters", smoke=smoke, table=tuple(chapters))
     wall = time.perf_counter() - start
-    executed = {m[1]: float(m[2]) for m in re.finditer(r"^(\S+): ran in ([0-9.]+) s$", printed.getvalue(), re.M)}
+    executed = {m[1]: float(m[2]) for m in re.finditer(r"\] (\S+): done in ([0-9.]+) s", printed.getvalue(), re.M)}
     return wall, executed
 
 

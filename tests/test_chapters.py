@@ -33,3 +33,36 @@ def test_same_seed_gives_byte_identical_results(smoke_book, tmp_path, monkeypatc
     first = (smoke_book / "book" / "chapters" / "results" / "01_world.json").read_bytes()
     assert again == first
     assert json.loads(first)["probe_known_by_seed"]
+
+
+LEAKS = ("Warning", "warnings.warn", "/tmp/", "/root/", "/home/", "site-packages", ".venv", str(runs.REPO_ROOT))
+
+
+def page_texts(notebook) -> list:
+    """Everything an executed chapter shows: streams, text and HTML outputs, error tracebacks."""
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "stream":
+                texts.append((output.get("name"), output.get("text", "")))
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in output.get("data", {}):
+                    texts.append((mime, str(output["data"][mime])))
+    return texts
+
+
+@pytest.mark.parametrize("name", [c.name for c in CHAPTERS])
+def test_chapter_page_shows_no_warning_and_no_machine_path(name, smoke_book):
+    notebook = nbformat.read(smoke_book / "book" / "chapters" / f"{name}.ipynb", as_version=4)
+    texts = page_texts(notebook)
+    assert not [t for kind, t in texts if kind == "stderr"], "a chapter writes to stderr on its page"
+    leaks = [(leak, t[:200]) for _, t in texts for leak in LEAKS if leak in t]
+    assert not leaks, f"{name} shows {leaks[0]}"
+
+
+def test_the_leak_check_catches_a_warning_and_a_path():
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="/root/.venv/lib/python3.11/site-packages/x.py:1: "
+                                                              "TqdmWarning: IProgress not found")])])
+    texts = page_texts(notebook)
+    assert [leak for _, t in texts for leak in LEAKS if leak in t][:2] == ["Warning", "/root/"]

@@ -173,12 +173,13 @@ def run_chapter(
     out = output_dir / f"{chapter.name}.ipynb"
     key = run_key(chapter, parameters)
     if not force and stored_run_key(out) == key:
-        print(f"{chapter.name}: up to date, skipped")
+        announce(f"{chapter.name}: up to date, skipped")
         return out
 
     running = output_dir / f"{chapter.name}.running.ipynb"
     progress = Progress(chapter.name, output_dir)
-    announce(f"{chapter.name}: started{progress.last_run_text()}")
+    announce(f"{chapter.name}: started" + (f" (last run {format_seconds(progress.last_seconds)})"
+                                           if progress.last_seconds else ""))
     start = time.perf_counter()
     try:
         with progress:
@@ -211,7 +212,7 @@ def run_chapter(
     nbformat.write(nb, running)
     os.replace(running, out)
     record_seconds(chapter, output_dir, seconds, progress.count())
-    announce(f"{chapter.name}: done in {format_seconds(seconds)}{progress.last_run_text()}, "
+    announce(f"{chapter.name}: done in {seconds:.1f} s ({format_seconds(seconds)}{progress.last_run_text()}), "
              f"{progress.count()} runs built")
     return out
 
@@ -258,7 +259,7 @@ class Progress:
         self.start = time.perf_counter()
 
     def last_run_text(self) -> str:
-        return f" (last run {format_seconds(self.last_seconds)})" if self.last_seconds else ""
+        return f"; last run {format_seconds(self.last_seconds)}" if self.last_seconds else ""
 
     def events(self) -> list:
         try:
@@ -475,19 +476,23 @@ def write_toc(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> 
 
 
 def write_findings(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> Path:
-    """book/findings.md: one row per chapter with its verdict and headline, read from its results file.
+    """book/findings.md: one row per chapter with its verdict, headline and the last run's time,
+    read from its results file and results/run_seconds.json.
 
-    The landing page includes it, so what the book says it found is always the last run's numbers.
+    The landing page includes it, so what the book says it found (and how long a
+    rerun takes) is always the last run's.
     """
-    lines = ["| chapter | what the run measured | verdict |", "| --- | --- | --- |"]
+    seconds = read_seconds(root / "book" / "chapters")
+    lines = ["| chapter | what the run measured | verdict | last run (2-core CPU) |", "| --- | --- | --- | --- |"]
     for chapter in table:
         path = root / "book" / "chapters" / "results" / f"{chapter.name}.json"
+        took = format_seconds(seconds[chapter.name]) if chapter.name in seconds else ""
         if path.exists():
             results = json.loads(path.read_text())
             link = f"[{chapter.title}](chapters/{chapter.name}.ipynb)"
-            lines.append(f"| {link} | {results.get('headline', '')} | **{results.get('verdict', '')}** |")
+            lines.append(f"| {link} | {results.get('headline', '')} | **{results.get('verdict', '')}** | {took} |")
         else:
-            lines.append(f"| {chapter.title} | not run yet | |")
+            lines.append(f"| {chapter.title} | not run yet | | |")
     out = root / "book" / "findings.md"
     out.write_text("\n".join(lines) + "\n")
     return out
