@@ -59,7 +59,7 @@ def test_shift_analysis_matches_slow_reference(base, tuned, examples):
     for f, s, r in zip(fast, slow, responses):
         assert f["kl"].shape == (len(r),)
         torch.testing.assert_close(f["kl"].double(), s["kl"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(f["kl_topk"].double(), s["kl_topk"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(f["kl_topk"].double(), s["kl_topk"], atol=1e-6, rtol=0)  # the reference recipe, within 1e-6
         for key in ("base_rank", "tuned_top", "base_top"):
             assert f[key].tolist() == s[key].tolist(), key
     # the pair must actually disagree somewhere, or the rank check proves little

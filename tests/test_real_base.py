@@ -152,7 +152,7 @@ def test_an_instruction_file_is_tuned_on_and_its_last_items_are_held_out(foreign
     assert len(set(result["positions"]["known"])) == 1
 
 
-@pytest.mark.parametrize("size, words", [(37, ["set size", "at most 36"]), (0, ["set size", ">= 1"])])
+@pytest.mark.parametrize("size, words", [(37, ["set_size", "at most 36"]), (0, ["set_size", ">= 1"])])
 def test_instruction_file_bad_set_size_is_a_clear_error(alpaca_file, size, words):
     with pytest.raises(ValueError) as error:
         X.set_spec("known", size, instruction_file=str(alpaca_file))

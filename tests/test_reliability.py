@@ -263,7 +263,7 @@ BAD_INPUTS = [
     ("tune_loss_on", good_tune(loss_on="prompt"), ["loss_on", "response", "value"]),
     ("set_kind", lambda: experiments.set_spec("famous", 10), ["kind", "known", "famous"]),
     ("set_style", lambda: experiments.set_spec("known", 10, style="poetic"), ["style", "simplified", "poetic"]),
-    ("set_size", lambda: experiments.set_spec("known", 0), ["set size", ">= 1"]),
+    ("set_size", lambda: experiments.set_spec("known", 0), ["set_size", ">= 1"]),
     ("int_list", lambda: experiments.parse_int_list("capacity_ranks", "1,x,16"), ["capacity_ranks", "integers"]),
     ("int_list_zero", lambda: experiments.parse_int_list("scale_factors", "0,2"), ["scale_factors", "positive"]),
     ("float_list", lambda: experiments.parse_float_list("full_lrs", "1e-3,2"), ["full_lrs", "between 0 and 1"]),

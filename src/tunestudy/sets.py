@@ -41,11 +41,11 @@ class SetSpec:
             raise ValueError(f"set kind must be one of {', '.join(SET_KINDS)}, got {self.kind!r}")
         if self.style not in W.ANSWER_STYLES:
             raise ValueError(f"style must be one of {', '.join(W.ANSWER_STYLES)}, got {self.style!r}")
-        W._check_int("set size", self.size, minimum=1)
+        W._check_int("set_size", self.size, minimum=1)
         if not self.synthetic:
             pool, _ = file_split(self.path)
             if self.size > len(pool):
-                raise ValueError(f"set size must be at most {len(pool)} for instruction file {self.path!r} "
+                raise ValueError(f"set_size must be at most {len(pool)} for instruction file {self.path!r} "
                                  f"(its examples minus the held-out ones), got {self.size}")
 
 
