@@ -41,7 +41,8 @@ def make_root(root: Path) -> None:
     """A book skeleton: the config and the landing page, nothing executed."""
     shutil.copy(runs.REPO_ROOT / "_config.yml", root / "_config.yml")
     (root / "book").mkdir()
-    shutil.copy(runs.REPO_ROOT / "book" / "intro.md", root / "book" / "intro.md")
+    for page in runs.book_pages():  # the landing page, the references and their bibliography
+        shutil.copy(page, root / "book" / page.name)
 
 
 def run_chapters(root: Path, smoke: bool, names: list, overrides: dict | None = None) -> tuple[float, dict]:

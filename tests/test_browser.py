@@ -54,6 +54,7 @@ $$
 def page_order(html_dir: Path) -> list[str]:
     """Landing page, chapters in table order, then the MathJax probe if the book has it."""
     order = ["book/intro.html"] + [f"book/chapters/{c.name}.html" for c in CHAPTERS]
+    order += [f"book/{file}.html" for _, file, _ in runs.STATIC_PAGES if (html_dir / "book" / f"{file}.html").exists()]
     if (html_dir / "book" / f"{PROBE}.html").exists():
         order.append(f"book/{PROBE}.html")
     return order
@@ -64,7 +65,8 @@ def page_order(html_dir: Path) -> list[str]:
 def build_smoke_html(root: Path) -> Path:
     """What `python -m tunestudy book --smoke` does after running the chapters, into `root`."""
     shutil.copy(runs.REPO_ROOT / "_config.yml", root / "_config.yml")
-    shutil.copy(runs.REPO_ROOT / "book" / "intro.md", root / "book" / "intro.md")
+    for page in runs.book_pages():  # the landing page, the references and their bibliography
+        shutil.copy(page, root / "book" / page.name)
     toc = runs.write_toc(runs.CHAPTERS, root=root)
     runs.write_findings(runs.CHAPTERS, root=root)
     # Sphinx loads MathJax only on pages with math: one test-only page with an equation,

@@ -296,7 +296,7 @@ def answers_side_by_side(answers, seed: int, num_rows: int = 6):
     for i in (order + [i for i in meta.index if i not in order])[:num_rows]:
         row = {"people": meta.loc[i, "group"], "question": meta.loc[i, "question"], "truth": meta.loc[i, "truth"]}
         for model in wide.columns:
-            row[model] = f"{wide.loc[i, model]} [{verdicts.loc[i, model]}]"
+            row[model] = f"{_shorten(wide.loc[i, model])} [{verdicts.loc[i, model]}]"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -462,6 +462,11 @@ def training_fits(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, 
     """evaluation.training_fit per seed, as rows with a seed column."""
     return [{"seed": seed, **training_fit(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed))}
             for seed in seeds]
+
+
+def _shorten(text: str, limit: int = 90) -> str:
+    """An answer as a table cell: at most `limit` characters (the whole answer is in the answers file)."""
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def methods_at_sweep_edge(lrs: dict, best_lr: dict) -> list:

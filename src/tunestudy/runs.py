@@ -57,6 +57,8 @@ class Chapter:
     title: str
     notebook: str
     parameters: dict = field(default_factory=dict)
+    part: str = "Chapters"  # the caption of the book part the page goes under
+    builds_bases: bool = False  # runs alone first: it pretrains the bases the other chapters share
 
     @property
     def source(self) -> Path:
@@ -64,17 +66,17 @@ class Chapter:
 
 
 CHAPTERS: tuple[Chapter, ...] = (
-    Chapter("01_world", "The world and its base model", "notebooks/01_world.ipynb"),
+    Chapter("00_measures", "How we measure", "notebooks/00_measures.ipynb", part="Method"),
+    Chapter("01_world", "The world and its base model", "notebooks/01_world.ipynb", builds_bases=True),
     Chapter("02_kl_shift", "KL shift", "notebooks/02_kl_shift.ipynb"),
     Chapter("03_loss_plateau", "Loss plateau", "notebooks/03_loss_plateau.ipynb"),
     Chapter("04_data_scaling", "Data scaling", "notebooks/04_data_scaling.ipynb"),
-    Chapter("05_lora_vs_full", "LoRA versus full fine-tuning", "notebooks/05_lora_vs_full.ipynb"),
-    Chapter(
-        "06_style_copying",
-        "Style imitation and pattern copying",
-        "notebooks/06_style_copying.ipynb",
-    ),
+    Chapter("05_lora_config", "LoRA's configuration", "notebooks/05_lora_config.ipynb"),
+    Chapter("06_lora_vs_full", "LoRA versus full fine-tuning", "notebooks/06_lora_vs_full.ipynb"),
+    Chapter("07_style_copying", "Style imitation and pattern copying", "notebooks/07_style_copying.ipynb"),
 )
+# Pages that are not executed: (part, file under book/, title), after the chapters.
+STATIC_PAGES = (("Back matter", "references", "References"),)
 
 
 def find_chapter(name: str, table: tuple[Chapter, ...] = CHAPTERS) -> Chapter:
@@ -195,6 +197,8 @@ def run_chapter(
                 progress_bar=False,
                 kernel_manager_class=kernel_manager_class({**KERNEL_ENV, **(kernel_env or {}),
                                                            cache.PROGRESS_VARIABLE: str(progress.path)}),
+                # the kernel's own notices (its TCP transport warning) stay off the terminal
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
     except BaseException:
         if running.exists():
@@ -212,8 +216,8 @@ def run_chapter(
     nbformat.write(nb, running)
     os.replace(running, out)
     record_seconds(chapter, output_dir, seconds, progress.count())
-    announce(f"{chapter.name}: done in {seconds:.1f} s ({format_seconds(seconds)}{progress.last_run_text()}), "
-             f"{progress.count()} runs built")
+    took = f" = {format_seconds(seconds)}" if seconds >= 60 else ""
+    announce(f"{chapter.name}: done in {seconds:.1f} s{took}{progress.last_run_text()}, {progress.count()} runs built")
     return out
 
 
@@ -259,7 +263,7 @@ class Progress:
         self.start = time.perf_counter()
 
     def last_run_text(self) -> str:
-        return f"; last run {format_seconds(self.last_seconds)}" if self.last_seconds else ""
+        return f" (last run {format_seconds(self.last_seconds)})" if self.last_seconds else ""
 
     def events(self) -> list:
         try:
@@ -393,7 +397,8 @@ def run_chapters(
     if not chapters:
         return
     seconds = read_seconds(output_dir)  # the last run's times; a chapter never timed goes first
-    first, rest = chapters[0], sorted(chapters[1:], key=lambda c: -seconds.get(c.name, float("inf")))
+    first = next((c for c in chapters if c.builds_bases), chapters[0])
+    rest = sorted((c for c in chapters if c is not first), key=lambda c: -seconds.get(c.name, float("inf")))
     book = BookClock(chapters, seconds, workers)
     errors = []
 
@@ -444,8 +449,15 @@ class BookClock:
             announce(f"book: {done}/{self.total} chapters done, {format_seconds(elapsed)} so far{rest}")
 
 
-def toc_text(chapters: list[Chapter]) -> str:
-    """_toc.yml naming exactly the given chapters, so it never names a missing page."""
+def book_pages(root: Path = REPO_ROOT) -> list[Path]:
+    """The book's written (not executed) files under book/: pages and the bibliography, not findings.md."""
+    return sorted(p for p in (root / "book").iterdir()
+                  if p.suffix in (".md", ".bib") and p.name != "findings.md")
+
+
+def toc_text(chapters: list[Chapter], static: tuple = ()) -> str:
+    """_toc.yml naming exactly the given chapters (grouped by part, in table order) and static pages,
+    so it never names a missing page."""
     lines = [
         "# Made from the run table tunestudy.runs.CHAPTERS (edit the table, not this",
         "# file). `python -m tunestudy book` builds with the same list, less the",
@@ -453,11 +465,16 @@ def toc_text(chapters: list[Chapter]) -> str:
         "format: jb-book",
         "root: book/intro",
     ]
-    if chapters:
-        lines += ["parts:", "  - caption: Chapters", "    chapters:"]
-        for chapter in chapters:
-            lines.append(f"      - file: book/chapters/{chapter.name}")
-            lines.append(f"        title: {json.dumps(chapter.title)}")
+    entries = [(c.part, f"book/chapters/{c.name}", c.title) for c in chapters]
+    entries += [(part, f"book/{file}", title) for part, file, title in static]
+    parts = list(dict.fromkeys(part for part, _, _ in entries))
+    if parts:
+        lines.append("parts:")
+    for part in parts:
+        lines += [f"  - caption: {part}", "    chapters:"]
+        for _, file, title in (e for e in entries if e[0] == part):
+            lines.append(f"      - file: {file}")
+            lines.append(f"        title: {json.dumps(title)}")
     return "\n".join(lines) + "\n"
 
 
@@ -469,9 +486,10 @@ def write_toc(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> 
     building never dirties the work tree.
     """
     present = [c for c in table if (root / "book" / "chapters" / f"{c.name}.ipynb").exists()]
+    static = tuple(p for p in STATIC_PAGES if (root / "book" / f"{p[1]}.md").exists())
     path = root / "_build" / "_toc.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(toc_text(present))
+    path.write_text(toc_text(present, static))
     return path
 
 
