@@ -291,8 +291,8 @@ class Progress:
         if self.last_seconds and self.last_seconds > elapsed:
             left = f", about {format_seconds(self.last_seconds - elapsed)} left"
         last = events[-1]
-        return (f"  {self.name} {bar} ({format_seconds(elapsed)}{left}; last: {last.get('kind')} "
-                f"{last.get('label', '')} in {last.get('seconds', 0):.0f} s)")
+        what = " ".join(filter(None, (last.get("kind"), last.get("label"))))
+        return f"  {self.name} {bar} ({format_seconds(elapsed)}{left}; last: {what} in {last.get('seconds', 0):.0f} s)"
 
     def _watch(self):
         while not self._stop.wait(PROGRESS_SECONDS):
