@@ -266,6 +266,7 @@ def hand_result() -> dict:
     positions = {
         "kl": [0.5, 0.0, 1.0, 4.0, 0.25, 0.25, 2.0, 0.0],
         "kl_topk": [0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25],
+        "kl_top10": [0.5, -0.5, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
         "base_rank": [1, 2, 3, 4, 1, 5, 1, 3],
         "role": ["format", "style", "style", "value", "name", "name", "value", "format"],
         "kl_icl": [1.0, 0.5, 0.5, 0.25, 0.0, 0.0, 0.75, 3.0],
@@ -296,6 +297,7 @@ EXPECTED_SUMMARY = {
     "forgetting": 4.0 / 5 - 2.5 / 5,
     "kl_mean": 8.0 / 8,
     "kl_topk_mean": 3.0 / 8,
+    "kl_top10_mean": 2.0 / 8,
     # 8 positions: the top 5% is ceil(0.4) = 1 position, the largest KL, 4.0 of the total 8.0
     "kl_top5_share": 4.0 / 8.0,
     "kl_mean_icl": 6.0 / 8,

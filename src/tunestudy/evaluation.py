@@ -55,7 +55,8 @@ def base_probe(spec: BaseSpec, epoch: int | None = None) -> dict:
                 "unknown": probe(model, tokenizer, [p for p in world.people if not p.known])}
 
     epoch = normal_epoch(spec, epoch)
-    return cache.cached_json("base_probe", {**spec.params(), "epoch": epoch}, compute, sources=SOURCES)
+    return cache.cached_json("base_probe", {**spec.params(), "epoch": epoch}, compute, sources=SOURCES,
+                             label=f"seed {spec.world.seed}" + (f", epoch {epoch}" if epoch else ""))
 
 
 def base_answers(spec: BaseSpec, epoch: int | None = None) -> list:
@@ -74,7 +75,8 @@ def base_answers(spec: BaseSpec, epoch: int | None = None) -> list:
         return {"answers": [answer_record(q, t, world, set()) for q, t in zip(questions, texts)]}
 
     epoch = normal_epoch(spec, epoch)
-    return cache.cached_json("base_answers", {**spec.params(), "epoch": epoch}, compute, sources=SOURCES)["answers"]
+    return cache.cached_json("base_answers", {**spec.params(), "epoch": epoch}, compute, sources=SOURCES,
+                             label=f"seed {spec.world.seed}" + (f", epoch {epoch}" if epoch else ""))["answers"]
 
 
 ICL_SHOTS = 3  # in-context examples shown to the URIAL-style base comparator
@@ -254,13 +256,15 @@ def response_roles(tokenizer, response: list) -> list:
 
 def position_records(questions, responses, shifts, tokenizer) -> dict:
     """Flat per-position arrays: KL, top-k KL, base rank, token role, position, person group."""
-    out = {"kl": [], "kl_topk": [], "base_rank": [], "role": [], "position": [], "known": [], "token": []}
+    out = {"kl": [], "kl_topk": [], "kl_top10": [], "base_rank": [], "role": [], "position": [], "known": [],
+           "token": []}
     for question, response, shift in zip(questions, responses, shifts):
         tokens = tokenizer.convert_ids_to_tokens(response)
         roles = response_roles(tokenizer, response)
         for t, token in enumerate(tokens):
             out["kl"].append(float(shift["kl"][t]))
             out["kl_topk"].append(float(shift["kl_topk"][t]))
+            out["kl_top10"].append(float(shift["kl_top10"][t]))
             out["base_rank"].append(int(shift["base_rank"][t]))
             out["role"].append(roles[t])
             out["position"].append(t)

@@ -59,6 +59,7 @@ def summarize(result: dict) -> dict:
         "probe_after": float(np.mean(list(result["probe_after"].values()))),
         "kl_mean": float(kl.mean()),
         "kl_topk_mean": float(np.mean(pos["kl_topk"])),
+        "kl_top10_mean": float(np.mean(pos["kl_top10"])),
         "kl_top5_share": metrics.kl_summary(kl)["top_share"],
         "kl_mean_icl": float(np.mean(pos["kl_icl"])),
         "kl_top5_share_icl": metrics.kl_summary(pos["kl_icl"])["top_share"],

@@ -136,21 +136,27 @@ def kl_per_position(lp_base: torch.Tensor, lp_tuned: torch.Tensor) -> torch.Tens
     return terms.sum(-1)
 
 
-def kl_topk_per_position(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int = 30) -> torch.Tensor:
-    """(T,) KL over the union of both top-k sets, both distributions renormalised on it.
+def kl_topk_per_position(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int = 30,
+                         within: int | None = None) -> torch.Tensor:
+    """(T,) the reference code's truncated "KL" (Re-Align/AlignTDS, src/compute_dist_diff.py, metric "KL").
 
-    The restricted variant used by the reference code (Ghosh et al. 2024).
+    Each model keeps its top_k tokens per position; its top_k logits become
+    probabilities by a softmax over those alone; the sum of p_base log(p_base /
+    p_tuned) runs only over tokens in both lists, taking each model's first
+    `within` tokens (all top_k by default: their "KL"; within=10: "KL@10").
+    Not a true divergence: it can be negative.
     """
     k = min(top_k, lp_base.shape[-1])
-    keep = torch.zeros_like(lp_base, dtype=torch.bool)  # (T, V) union of top-k sets
-    keep.scatter_(1, lp_base.topk(k, dim=-1).indices, True)
-    keep.scatter_(1, lp_tuned.topk(k, dim=-1).indices, True)
-    neg_inf = torch.tensor(float("-inf"), dtype=lp_base.dtype)
-    b = torch.where(keep, lp_base, neg_inf)
-    t = torch.where(keep, lp_tuned, neg_inf)
-    b = b - b.logsumexp(-1, keepdim=True)  # renormalise over the union
-    t = t - t.logsumexp(-1, keepdim=True)
-    return kl_per_position(b, t)
+    w = k if within is None else min(within, k)
+    vb, ib = lp_base.topk(k, dim=-1)  # (T, k), sorted by descending probability
+    vt, it = lp_tuned.topk(k, dim=-1)
+    lb = (vb - vb.logsumexp(-1, keepdim=True))[:, :w]  # log-probabilities renormalised over each model's top k
+    lt = (vt - vt.logsumexp(-1, keepdim=True))[:, :w]
+    same = ib[:, :w, None] == it[:, None, :w]  # (T, w, w): base's j-th token is tuned's l-th
+    present = same.any(-1)  # (T, w)
+    lt_at_base = torch.where(same, lt[:, None, :], torch.zeros_like(lt[:, None, :])).sum(-1)  # (T, w)
+    terms = torch.where(present, lb.exp() * (lb - lt_at_base), torch.zeros_like(lb))
+    return terms.sum(-1)
 
 
 def rank_under_base(lp_base: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -164,6 +170,7 @@ def _shift_stats(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int) -> d
     return {
         "kl": kl_per_position(lp_base, lp_tuned),
         "kl_topk": kl_topk_per_position(lp_base, lp_tuned, top_k),
+        "kl_top10": kl_topk_per_position(lp_base, lp_tuned, top_k, within=10),
         "base_rank": rank_under_base(lp_base, tuned_top),
         "tuned_top": tuned_top,
         "base_top": lp_base.argmax(-1),
@@ -203,7 +210,7 @@ def shift_analysis_slow(base, tuned, prompts: list[list[int]], responses: list[l
     results = []
     with _eval_no_grad(base, tuned):
         for prompt, base_prompt, response in zip(prompts, base_prompts or prompts, responses):
-            stats = {key: [] for key in ("kl", "kl_topk", "base_rank", "tuned_top", "base_top")}
+            stats = {key: [] for key in ("kl", "kl_topk", "kl_top10", "base_rank", "tuned_top", "base_top")}
             for t in range(len(response)):
                 ids = torch.tensor([list(prompt) + list(response[:t])], device=base.device)
                 base_ids = torch.tensor([list(base_prompt) + list(response[:t])], device=base.device)
@@ -212,7 +219,8 @@ def shift_analysis_slow(base, tuned, prompts: list[list[int]], responses: list[l
                 kl = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=lb),
                                                        torch.distributions.Categorical(logits=lt))
                 stats["kl"].append(kl.item())
-                stats["kl_topk"].append(_kl_topk_loop(lb.tolist(), lt.tolist(), top_k))
+                stats["kl_topk"].append(_kl_topk_loop(lb.tolist(), lt.tolist(), top_k, top_k))
+                stats["kl_top10"].append(_kl_topk_loop(lb.tolist(), lt.tolist(), top_k, 10))
                 tuned_top = int(lt.argmax())
                 chosen = lb[tuned_top].item()
                 stats["base_rank"].append(1 + sum(1 for v in lb.tolist() if v > chosen))
@@ -221,6 +229,7 @@ def shift_analysis_slow(base, tuned, prompts: list[list[int]], responses: list[l
             results.append({
                 "kl": torch.tensor(stats["kl"], dtype=torch.float64),
                 "kl_topk": torch.tensor(stats["kl_topk"], dtype=torch.float64),
+                "kl_top10": torch.tensor(stats["kl_top10"], dtype=torch.float64),
                 "base_rank": torch.tensor(stats["base_rank"], dtype=torch.long),
                 "tuned_top": torch.tensor(stats["tuned_top"], dtype=torch.long),
                 "base_top": torch.tensor(stats["base_top"], dtype=torch.long),
@@ -228,18 +237,18 @@ def shift_analysis_slow(base, tuned, prompts: list[list[int]], responses: list[l
     return results
 
 
-def _kl_topk_loop(lb: list[float], lt: list[float], top_k: int) -> float:
-    """Top-k restricted KL on plain Python floats (reference implementation)."""
-    def top(lp):
-        return set(sorted(range(len(lp)), key=lambda j: -lp[j])[:top_k])
-    union = top(lb) | top(lt)
-    zb = sum(math.exp(lb[j]) for j in union)
-    zt = sum(math.exp(lt[j]) for j in union)
+def _kl_topk_loop(lb: list[float], lt: list[float], top_k: int, within: int) -> float:
+    """The reference code's truncated KL on plain Python floats, written as compute_dist_diff.py does it:
+    norm_prob over each model's saved top_k logits, then the sum over tokens in both first-`within` lists."""
+    def saved(lp):  # [(token, probability renormalised over the top_k)], most probable first
+        order = sorted(range(len(lp)), key=lambda j: -lp[j])[:top_k]
+        z = sum(math.exp(lp[j]) for j in order)
+        return [(j, math.exp(lp[j]) / z) for j in order]
+    base, tuned = saved(lb)[:within], dict(saved(lt)[:within])
     kl = 0.0
-    for j in union:
-        pb, pt = math.exp(lb[j]) / zb, math.exp(lt[j]) / zt
-        if pb > 0:
-            kl += pb * (math.log(pb) - math.log(pt))
+    for token, pb in base:
+        if token in tuned and pb > 0 and tuned[token] > 0:
+            kl += pb * math.log(pb / tuned[token])
     return kl
 
 
