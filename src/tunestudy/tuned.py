@@ -22,7 +22,6 @@ __all__ = ["SOURCES", "load_tuned", "run_label", "train_log", "tune", "tune_para
 SOURCES = bases.SOURCES + ("data.py", "sets.py", "tuned.py")
 
 
-
 def tune(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> Path:
     """Tune (or reuse) a model; the folder holds a peft adapter (LoRA) or a full model, plus the loss log."""
     params = tune_params(base, data, config, epoch)
