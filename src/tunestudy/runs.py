@@ -432,8 +432,10 @@ class BookClock:
         self._lock = threading.Lock()
         known = [v for v in self.left.values() if v]
         if known:
+            untimed = self.total - len(known)
             announce(f"book: {self.total} chapters; by their last run times about "
-                     f"{format_seconds(self._estimate())} with {workers} at a time")
+                     f"{format_seconds(self._estimate())} with {workers} at a time"
+                     + (f", plus {untimed} never timed" if untimed else ""))
 
     def _estimate(self) -> float:
         """Last run times left, the first chapter alone and the rest shared by the workers (rough)."""
