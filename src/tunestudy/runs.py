@@ -197,8 +197,8 @@ def run_chapter(
                 progress_bar=False,
                 kernel_manager_class=kernel_manager_class({**KERNEL_ENV, **(kernel_env or {}),
                                                            cache.PROGRESS_VARIABLE: str(progress.path)}),
-                # the kernel's own notices (its TCP transport warning) stay off the terminal
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's own notices (its TCP transport warning, the interrupt at shutdown) stay off the terminal
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
     except BaseException:
         if running.exists():
