@@ -314,13 +314,16 @@ class Progress:
 
 
 def record_seconds(chapter: Chapter, output_dir: Path, seconds: float, built: int | None = None) -> None:
-    """Add the chapter's run time (and the runs it built, when it built any) to
-    <output_dir>/results/run_seconds.json, atomically (chapters run in threads)."""
+    """Record the chapter's run time and the runs it built in <output_dir>/results/run_seconds.json,
+    atomically (chapters run in threads). A run that built nothing (everything came from the cache)
+    keeps the last building run's numbers: they order the next cold build and tell readers on the
+    landing page how long a chapter takes."""
     path = Path(output_dir) / "results" / SECONDS_FILE
     with _seconds_lock:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = read_seconds(output_dir)
-        table[chapter.name] = round(seconds, 1)
+        if built or chapter.name not in table:  # a run that only reread the cache keeps the time of the last one that built
+            table[chapter.name] = round(seconds, 1)
         counts = read_counts(output_dir)
         if built:  # a warm run builds nothing: keep the count of the last run that did
             counts[chapter.name] = built
