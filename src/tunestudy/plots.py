@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 # No matplotlib.use("Agg") here: inside a notebook kernel it would stop plt.show()
@@ -30,6 +31,9 @@ METHOD_COLORS = COLORS  # the name the chapters use
 sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95,
               rc={"figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
                   "figure.constrained_layout.use": True, "legend.frameon": False})
+# seaborn's FacetGrid calls tight_layout on a figure the theme gives constrained layout; the
+# switch is what we want, its notice is not for the page.
+warnings.filterwarnings("ignore", message="The figure layout has changed to tight")
 PANEL = (5.2, 3.6)  # inches per panel: wide enough for a label and a legend
 
 
@@ -43,8 +47,10 @@ def panels(num: int, sharey: bool = False, rows: int = 1):
 def mean_std(values) -> tuple:
     """Mean and sample standard deviation over seeds (axis 0), ignoring NaN."""
     arr = np.asarray(values, dtype=float)
-    mean = np.nanmean(arr, axis=0)
-    std = np.nanstd(arr, axis=0, ddof=1) if arr.shape[0] > 1 else np.zeros_like(mean)
+    with warnings.catch_warnings():  # a column with fewer than two seeds is NaN on purpose, not a page warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(arr, axis=0)
+        std = np.nanstd(arr, axis=0, ddof=1) if arr.shape[0] > 1 else np.zeros_like(mean)
     return mean, std
 
 
