@@ -70,6 +70,11 @@ def test_lr_ratio_verdict():
     best[("all", 4)] = 3e-3  # spread 10x across ranks, and a 3x ratio: still about 10x, not flat
     assert X.verdict_lr_ratio(best, 1e-3)["verdict"] == "partly reproduced"
     assert X.verdict_lr_ratio(best, 1e-4)["verdict"] == "not reproduced"  # ratios 30-300x and not flat
+    # in range and flat, but the best rate at the top of the sweep: the optimum may lie beyond, so only partly
+    flat = {("qv", 1): 3e-2, ("qv", 4): 1e-2}
+    assert X.verdict_lr_ratio(flat, 1e-3, swept=(1e-2, 3e-2))["verdict"] == "partly reproduced"
+    assert X.verdict_lr_ratio(flat, 1e-3, swept=(3e-3, 1e-2, 3e-2, 6e-2))["numbers"]["at_sweep_edge"] == []
+    assert X.verdict_lr_ratio(flat, 1e-3, swept=(3e-3, 1e-2, 3e-2, 6e-2))["verdict"] == "reproduced"
 
 
 def test_low_ranks_fall_behind_verdict():

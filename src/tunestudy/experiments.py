@@ -402,26 +402,31 @@ def verdict_attention_only(cells) -> dict:
                   {"beaten": beaten, "num_beaten": count, "num_attention_cells": len(beaten)})
 
 
-def verdict_lr_ratio(best_lrs: dict, full_lr: float, low: float = 3.0, high: float = 30.0) -> dict:
+def verdict_lr_ratio(best_lrs: dict, full_lr: float, low: float = 3.0, high: float = 30.0,
+                     swept: tuple = ()) -> dict:
     """LoRA Without Regret / Biderman et al.: the best LoRA rate is about 10x full fine-tuning's and barely depends on rank.
 
-    best_lrs: {(targets, rank): best learning rate}. "About 10x": every ratio in
-    [low, high]. "Barely depends on rank": within each target set the best rates
-    of all ranks lie within a factor of 3.5 (one step of a 1-3-10 sweep).
-    Reproduced: both; partly: one.
+    best_lrs: {(targets, rank): best learning rate}; swept: the LoRA rates tried.
+    "About 10x": every ratio in [low, high], and no best rate at an edge of the
+    sweep (there the optimum may lie beyond it). "Barely depends on rank": within
+    each target set the best rates of all ranks lie within a factor of 3.5 (one
+    step of a 1-3-10 sweep). Reproduced: both; partly: one.
     """
     ratios = {f"{t} r{r}": lr / full_lr for (t, r), lr in best_lrs.items()}
-    about_10x = all(low <= v <= high for v in ratios.values())
+    at_edge = sorted(f"{t} r{r}" for (t, r), lr in best_lrs.items()
+                     if len(swept) > 1 and lr in (min(swept), max(swept)))
+    about_10x = all(low <= v <= high for v in ratios.values()) and not at_edge
     spread = {}
     for t in sorted({t for t, _ in best_lrs}):
         values = [lr for (tt, _), lr in best_lrs.items() if tt == t]
         spread[t] = max(values) / min(values)
     flat = all(v <= 3.5 for v in spread.values())
     return judged(about_10x and flat, about_10x or flat,
-                  f"every cell's best LoRA rate is {low:g}-{high:g}x full fine-tuning's, and within each target set "
-                  "the ranks' best rates lie within a factor of 3.5 (reproduced); one of the two (partly)",
+                  f"every cell's best LoRA rate is {low:g}-{high:g}x full fine-tuning's and none sits at an edge of "
+                  "the sweep, and within each target set the ranks' best rates lie within a factor of 3.5 "
+                  "(reproduced); one of the two (partly)",
                   {"ratio_to_full": ratios, "rank_spread_by_targets": spread, "about_10x": about_10x,
-                   "barely_depends_on_rank": flat})
+                   "at_sweep_edge": at_edge, "barely_depends_on_rank": flat})
 
 
 def verdict_low_ranks_fall_behind(fit, full_fit: dict) -> dict:
