@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunestudy import experiments as X, models, tuning
+from tunestudy import experiments as X, models, pipeline as P, tuning
 
 TINY_BASE = dict(size="tiny", num_known=12, num_unknown=8, pretrain_epochs=1, num_format_docs=10)
 
@@ -19,7 +19,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 def test_saved_base_reloads_with_transformers_and_gives_identical_logits(fresh_cache):
     spec = X.base_spec(seed=1, **TINY_BASE)
-    folder = X.build_base(spec)
+    folder = P.build_base(spec)
     model = AutoModelForCausalLM.from_pretrained(folder)  # plain transformers, no tunestudy code
     tokenizer = AutoTokenizer.from_pretrained(folder)
     ours, our_tokenizer = X.load_base(spec)
@@ -36,18 +36,18 @@ def test_base_is_reused_and_rebuilt_after_a_parameter_change(fresh_cache, monkey
     real = tuning.pretrain
     monkeypatch.setattr(tuning, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
     spec = X.base_spec(seed=1, **TINY_BASE)
-    first = X.build_base(spec)
-    assert X.build_base(spec) == first and len(calls) == 1
-    X.build_base(X.base_spec(seed=2, **TINY_BASE))
+    first = P.build_base(spec)
+    assert P.build_base(spec) == first and len(calls) == 1
+    P.build_base(X.base_spec(seed=2, **TINY_BASE))
     assert len(calls) == 2
 
 
 def test_a_nan_loss_stops_pretraining_and_caches_nothing(fresh_cache):
     spec = X.base_spec(seed=1, **TINY_BASE)
     # An absurd learning rate (past the parameter check) blows the weights up within a few steps.
-    spec = X.BaseSpec(spec.world, tuning.PretrainConfig(**{**spec.pretrain.__dict__, "lr": 1e30, "epochs": 3}))
+    spec = P.BaseSpec(spec.world, tuning.PretrainConfig(**{**spec.pretrain.__dict__, "lr": 1e30, "epochs": 3}))
     with pytest.raises(FloatingPointError, match="loss became"):
-        X.build_base(spec)
+        P.build_base(spec)
     assert not list((fresh_cache / "base").glob("*/MANIFEST.json"))
 
 

@@ -88,17 +88,17 @@ def test_subword_pieces_take_the_role_of_their_word(foreign_model):
 def test_foreign_base_runs_through_pretraining_tuning_and_evaluation(foreign_model, fresh_cache):
     spec = X.base_spec(seed=0, base_model=str(foreign_model), **TINY_WORLD)
     assert spec.params()["base_model"]["name"] == str(foreign_model)
-    folder = X.build_base(spec)
+    folder = P.build_base(spec)
     _, tokenizer = X.load_base(spec)
     assert len(tokenizer) == len(models.load_pretrained(str(foreign_model))[1])  # its own tokenizer, kept
     assert json.loads((folder / "pretrain_log.json").read_text())["steps_per_epoch"] >= 1
-    probe = X.base_probe(spec)
+    probe = P.base_probe(spec)
     assert set(probe["known"]) == set(W.ATTRIBUTES)
     # rare words split into many pieces, and the generation budget grows with them
     pieces = len(tokenizer(" Zqxv Wkjy", add_special_tokens=False)["input_ids"])
     assert pieces > 4 and P.token_budget(tokenizer, ["Zqxv Wkjy", "Paris"], 4) == pieces + 1
     for method, lr in (("lora", 1e-2), ("full", 1e-3)):
-        result = X.evaluate(spec, X.set_spec("known", 16), X.tune_config(method, lr, 1.0))
+        result = P.evaluate(spec, X.set_spec("known", 16), X.tune_config(method, lr, 1.0))
         summary = X.summarize(result)
         assert 0 <= summary["accuracy_known"] <= 1 and summary["kl_mean"] >= 0
         assert set(result["positions"]["role"]) <= set(W.ROLES)
@@ -145,7 +145,7 @@ def test_an_instruction_file_is_tuned_on_and_its_last_items_are_held_out(foreign
     assert heldout[0].instruction == items[36]["instruction"] and heldout[0].response == items[36]["output"]
     assert heldout[1].instruction == "Copy this list :\n" + items[37]["input"]
     spec = X.base_spec(seed=0, base_model=str(foreign_model), **TINY_WORLD)
-    result = X.evaluate(spec, data, X.tune_config("lora", 1e-2, 1.0))
+    result = P.evaluate(spec, data, X.tune_config("lora", 1e-2, 1.0))
     summary = X.summarize(result)
     assert summary["kl_mean"] >= 0 and summary["accuracy_known"] != summary["accuracy_known"]  # NaN: no truth
     assert result["answers"] == []

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tunestudy import experiments as X, models, world as W
+from tunestudy import experiments as X, models, pipeline as P, world as W
 
 SMALL = W.WorldConfig(num_known=20, num_unknown=12, num_format_docs=10, seed=3)
 
@@ -72,7 +72,7 @@ def test_token_roles_label_values_names_and_style():
 
 def test_tokenizer_round_trips_every_text_kind():
     world = W.generate_world(SMALL)
-    tokenizer = models.train_tokenizer(X.tokenizer_texts(world))
+    tokenizer = models.train_tokenizer(P.tokenizer_texts(world))
     rng = random.Random(0)
     texts = W.pretraining_corpus(world)[:20] + [e.response for e in W.instruction_set(world, True, 20, "long", seed=rng.randint(0, 9))]
     for text in texts:
