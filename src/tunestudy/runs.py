@@ -221,9 +221,13 @@ def run_chapter(
     return out
 
 
+_print_lock = threading.Lock()
+
+
 def announce(line: str) -> None:
-    """One line on the driver's terminal, with the wall-clock time (chapters run in threads)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+    """One line on the driver's terminal, with the wall-clock time (chapters run in threads: one line at a time)."""
+    with _print_lock:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
 def format_seconds(seconds: float) -> str:
@@ -298,7 +302,8 @@ class Progress:
         while not self._stop.wait(PROGRESS_SECONDS):
             line = self.line()
             if line:
-                print(line, flush=True)
+                with _print_lock:
+                    print(line, flush=True)
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
