@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from . import metrics, models, tuning, world as W
+from . import metrics, models, studies, tuning, world as W
 from .bases import BaseSpec, base_is_built, base_spec, build_base, checkpoint_epochs, load_base, pretrain_log
 from .evaluation import base_answers, base_probe, evaluate, training_fit
 from .sets import SetSpec, file_set_spec
@@ -26,7 +26,10 @@ from .tuned import load_tuned, train_log
 __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_side_by_side", "base_kwargs", "base_report",
            "ATTENTION_ONLY", "LORA_TARGET_SETS", "base_spec", "build_bases", "check_lora_targets", "judged", "parse_target_sets", "pick_configuration", "training_fits", "verdict_attention_only", "verdict_data_scaling", "verdict_kl_shift", "verdict_lora_vs_full", "verdict_low_ranks_fall_behind", "verdict_lr_ratio", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
            "methods_at_sweep_edge", "parse_float_list", "parse_int_list", "positions_table", "replicate", "seeds_for",
-           "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict"]
+           "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict",
+           "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
+           "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
+           "recall_rows", "weight_change_rows"]
 
 # A chapter page shows results, not library deprecation notices (models.py silences transformers).
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -71,6 +74,8 @@ def summarize(result: dict) -> dict:
         "trainable_parameters": result["train_log"]["trainable_parameters"],
     }
     out["forgetting"] = out["probe_before"] - out["probe_after"]
+    out["stated"] = _mean([a["stated"] for a in answers])  # answers that state a value: the format still parses
+    out["style_share"] = style_share(answers)
     for role in W.ROLES:
         picked = roles == role
         out[f"kl_mean_{role}"] = float(kl[picked].mean()) if picked.any() else float("nan")
@@ -504,3 +509,214 @@ def parse_float_list(name: str, text: str) -> list:
     if not values or not all(0 < v < 1 for v in values):
         raise ValueError(f"{name} must be comma-separated numbers between 0 and 1, got {text!r}")
     return values
+
+
+# --- the LoRA grid's sweep, shared by the chapters that use the grid's runs ---------------------------
+
+def grid_config(targets: dict, name: str, rank: int, lr: float, epochs: float,
+                base_model: str = models.SYNTHETIC) -> tuning.TuneConfig:
+    """The TuneConfig of one grid cell (`name` a key of `targets`, or "full")."""
+    if name == "full":
+        return tune_config("full", lr, epochs)
+    return tune_config("lora", lr, epochs, rank, targets[name], base_model=base_model, lr_name="lora_lrs")
+
+
+def lora_grid_sweep(base_kwargs_: dict, data: SetSpec, targets: dict, ranks: list, lrs: dict, epochs: float,
+                    seed: int, base_model: str = models.SYNTHETIC, reverse: bool = False) -> tuple:
+    """(sweep rows, {(targets, rank): best LoRA rate}, full's best rate): every cell swept on one seed.
+
+    `reverse` asks for the runs in the opposite order: a chapter that runs beside
+    the grid's own chapter builds the sweep from the other end, and the cache's
+    locks make each run built once.
+    """
+    import pandas as pd
+    jobs = [(n, r, lr) for n in targets for r in ranks for lr in lrs["lora"]] + [("full", 0, lr) for lr in lrs["full"]]
+    rows = {}
+    for n, r, lr in (reversed(jobs) if reverse else jobs):
+        rows[n, r, lr] = [{"targets": n, "rank": r, "lr": lr, **row} for row in
+                          replicate(base_kwargs_, data, grid_config(targets, n, r, lr, epochs, base_model), [seed])]
+    sweep = pd.DataFrame([row for job in jobs for row in rows[job]])
+    best = sweep.loc[sweep.groupby(["targets", "rank"], sort=False)["accuracy_known"].idxmax(), ["targets", "rank", "lr"]]
+    best_lr = {(t, int(r)): float(lr) for t, r, lr in best.itertuples(index=False)}
+    return sweep, best_lr, best_lr.pop(("full", 0))
+
+
+# --- loss on the key tokens (chapter "Loss on the key tokens") ----------------------------------------
+
+def style_share(answers: list) -> float:
+    """The share of answers that open with the tuned answer style's phrase ("According to my records ,")."""
+    return _mean([a["answer"].startswith(W.STYLE_OPENER) for a in answers])
+
+
+def verdict_key_tokens(response: dict, value: dict, tolerance: float = 0.05, parseable: float = 0.9) -> dict:
+    """Loss on the value tokens only teaches with the smallest change to the model.
+
+    response / value: mean `kl_mean`, `accuracy_known` and `stated` (share of answers
+    stating a value) of one method tuned with the loss on every response token or on
+    the value tokens only. Reproduced: the value-only loss moves the model less (lower
+    mean KL), keeps held-out accuracy within `tolerance` of the full response loss, and
+    its answers stay parseable (at least `parseable` state a value); partly: a lower
+    KL but a loss of accuracy or of the answer format; not reproduced: no lower KL.
+    """
+    smaller = value["kl_mean"] < response["kl_mean"]
+    accurate = value["accuracy_known"] >= response["accuracy_known"] - tolerance
+    formatted = value["stated"] >= parseable
+    return judged(smaller and accurate and formatted, smaller,
+                  f"with the loss on the value tokens only, the mean KL is lower, held-out accuracy is at most "
+                  f"{tolerance:g} below the response loss's and at least {parseable:.0%} of the answers state a value "
+                  "(reproduced); a lower KL alone (partly)",
+                  {"kl_response": response["kl_mean"], "kl_value": value["kl_mean"],
+                   "accuracy_response": response["accuracy_known"], "accuracy_value": value["accuracy_known"],
+                   "stated_response": response["stated"], "stated_value": value["stated"]})
+
+
+# --- retrieval instead of tuning (chapter "Retrieval instead of tuning") --------------------------------
+
+def verdict_retrieval(retrieval_accuracy: dict, tuning_accuracy: dict, margin: float = 0.2) -> dict:
+    """Ovadia et al.: retrieval is far ahead of fine-tuning for new knowledge (about 0.88 against 0.50).
+
+    Each dict maps a condition to its mean accuracy on the new facts. Reproduced: the
+    best retrieval condition beats the best tuning condition by at least `margin`;
+    partly: by less; not reproduced: it does not beat it.
+    """
+    best_r = max(retrieval_accuracy, key=retrieval_accuracy.get)
+    best_t = max(tuning_accuracy, key=tuning_accuracy.get)
+    gap = retrieval_accuracy[best_r] - tuning_accuracy[best_t]
+    return judged(gap >= margin, gap > 0,
+                  f"the best retrieval condition's accuracy on the new facts beats the best tuning's by at least "
+                  f"{margin:g} (reproduced), by less (partly)",
+                  {"best_retrieval": best_r, "best_retrieval_accuracy": retrieval_accuracy[best_r],
+                   "best_tuning": best_t, "best_tuning_accuracy": tuning_accuracy[best_t], "gap": gap})
+
+
+# --- the learning-forgetting trade-off and intruder dimensions (chapter "Learning and forgetting") -------
+
+def verdict_learns_less_forgets_less(lora_cells: dict, full: dict, full_curve: list | None = None) -> dict:
+    """Biderman et al.: LoRA learns less and forgets less than full fine-tuning.
+
+    lora_cells: {cell: {"learned": new facts fitted, "forgetting": ...}} (means over
+    seeds); full: the same for full fine-tuning at its chosen rate. A cell learns less
+    and forgets less when its learned share is below full's and its forgetting is not
+    above full's. Reproduced: every cell; partly: some. With `full_curve` (full
+    fine-tuning's (learned, forgetting) points at several rates), the numbers also say
+    which cells forget more than full fine-tuning's curve at the same learned share
+    (linear interpolation; cells outside the curve's range are not judged).
+    """
+    both = {c: bool(v["learned"] < full["learned"] and v["forgetting"] <= full["forgetting"])
+            for c, v in lora_cells.items()}
+    count = sum(both.values())
+    numbers = {"learns_less_forgets_less": both, "count": count, "num_cells": len(both),
+               "full_learned": full["learned"], "full_forgetting": full["forgetting"]}
+    if full_curve:
+        xs, ys = zip(*sorted(full_curve))
+        above = {c: bool(v["forgetting"] > np.interp(v["learned"], xs, ys)) for c, v in lora_cells.items()
+                 if xs[0] <= v["learned"] <= xs[-1]}
+        numbers.update(above_full_curve=above, num_above_full_curve=sum(above.values()), num_on_curve_range=len(above))
+    return judged(bool(both) and count == len(both), count > 0,
+                  "every LoRA cell learns fewer new facts than full fine-tuning and forgets no more (reproduced); "
+                  "some do (partly)", numbers)
+
+
+def verdict_full_change_rank(full_ranks: list, lora_ranks: list, factor: float = 10.0) -> dict:
+    """Biderman et al.: full fine-tuning's weight change needs 10-100x the rank of typical LoRA configurations
+    for 90% of its variance.
+
+    full_ranks: the effective rank of every matrix's change under full fine-tuning;
+    lora_ranks: the LoRA ranks studied. Reproduced: the median effective rank is at
+    least `factor` x the median LoRA rank; partly: at least 3x.
+    """
+    median_full, typical = float(np.median(full_ranks)), float(np.median(lora_ranks))
+    ratio = median_full / typical
+    return judged(ratio >= factor, ratio >= 3.0,
+                  f"the median effective rank (90% of the variance) of full fine-tuning's weight change is at least "
+                  f"{factor:g}x the median LoRA rank studied (reproduced), at least 3x (partly)",
+                  {"median_full_effective_rank": median_full, "median_lora_rank": typical, "ratio": ratio})
+
+
+def intruder_counts(max_cosines: list, eps: float) -> int:
+    """Directions whose largest |cos| with every base direction is below eps."""
+    return int(sum(c < eps for c in max_cosines))
+
+
+def baseline_eps(random_cosines: list, share: float = 0.1, grid=None) -> float:
+    """The largest eps of `grid` at which at most `share` of random directions count as intruders: below it a
+    tuned direction counted as an intruder is unlike a random one."""
+    grid = grid if grid is not None else [round(0.05 * i, 2) for i in range(1, 20)]
+    passing = [e for e in grid if np.mean(np.asarray(random_cosines) < e) <= share]
+    return float(max(passing)) if passing else float(min(grid))
+
+
+def verdict_intruders(lora_counts: list, full_counts: list, lora_forgetting: list, random_count: float,
+                      almost_none: float = 1.0) -> dict:
+    """Shuttleworth et al.: LoRA's tuned weights have intruder dimensions, full fine-tuning's almost none, and
+    their count tracks forgetting.
+
+    Counts per tuned model at one epsilon; lora_forgetting pairs with lora_counts;
+    random_count is the count random directions of the same size reach there (reported:
+    in high dimension they all pass a loose threshold, so a count is read against the
+    other method's, not as proof of a new direction). Reproduced: LoRA's mean count is
+    above full's, full's is at most `almost_none` per model, and the count's Spearman
+    correlation with forgetting across LoRA models is positive; partly: LoRA's mean
+    count is above full's.
+    """
+    from scipy.stats import spearmanr
+    lora_mean, full_mean = float(np.mean(lora_counts)), float(np.mean(full_counts))
+    rho = float(spearmanr(lora_counts, lora_forgetting).statistic) if len(set(lora_counts)) > 1 else float("nan")
+    more = lora_mean > full_mean
+    return judged(more and full_mean <= almost_none and rho > 0, more,
+                  f"LoRA's mean intruder count is above full fine-tuning's, full's is at most {almost_none:g} per "
+                  "model, and across LoRA models the count rises with forgetting (Spearman rho > 0) (reproduced); "
+                  "LoRA's count above full's (partly)",
+                  {"lora_mean_count": lora_mean, "full_mean_count": full_mean, "random_count": float(random_count),
+                   "spearman_rho_forgetting": rho})
+
+
+# --- rows of the cached steps of the chapters on changing the model less ------------------------------
+
+def _forgetting(result: dict) -> float:
+    return float(np.mean(list(result["probe_before"].values())) - np.mean(list(result["probe_after"].values())))
+
+
+def weight_change_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
+                       label: dict) -> list:
+    """One row per seed: new facts fitted, forgetting, and the weight change's effective ranks and cosines."""
+    rows = []
+    for seed in seeds:
+        spec, c = base_spec(seed=seed, **base_kwargs_), replace(config, seed=seed)
+        change, fit = studies.weight_change(spec, data, c), training_fit(spec, data, c)
+        matrices = change["summary"]["matrices"]
+        rows.append({**label, "seed": seed, "learned": fit["fit_accuracy"], "forgetting": _forgetting(change),
+                     "effective_ranks": {n: m["effective_rank"] for n, m in matrices.items()},
+                     "relative_change": {n: m["relative_change"] for n, m in matrices.items()},
+                     "dimensions": {n: min(m["shape"]) for n, m in matrices.items()},
+                     "tuned_cosines": [v for m in matrices.values() for v in m["tuned_max_cosines"]],
+                     "random_cosines": [v for m in matrices.values() for v in m["random_max_cosines"]]})
+    return rows
+
+
+def recall_rows(base_kwargs_: dict, model: dict, new_facts: SetSpec, seeds: list, context: str,
+                label: dict) -> list:
+    """One row per seed of `studies.recall`: accuracy on the new facts, stated share, hit rate, prompt tokens,
+    forgetting (closed-book recalls only) and the tuning's wall-clock seconds (not cached)."""
+    rows = []
+    for seed in seeds:
+        spec = base_spec(seed=seed, **base_kwargs_)
+        described = _seeded(model, seed)
+        result = studies.recall(spec, described, new_facts, seed, context)
+        rows.append({**label, "seed": seed, "context": context, "accuracy": result["accuracy"],
+                     "stated": result["stated"], "hit_rate": result["hit_rate"],
+                     "prompt_tokens": result["prompt_tokens"],
+                     "forgetting": _forgetting(result) if result["probe_after"] is not None else float("nan"),
+                     "tuning_seconds": studies.training_seconds(spec, described),
+                     "answers": result["answers"]})
+    return rows
+
+
+def _seeded(model: dict, seed: int) -> dict:
+    """A recall's model description with the replicate's seed in its tuning configuration."""
+    out = dict(model)
+    if "tune" in out:
+        out["tune"] = {**out["tune"], "seed": seed}
+    if out["kind"] == "reader":
+        out["seed"] = seed
+    return out

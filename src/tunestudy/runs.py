@@ -59,6 +59,7 @@ class Chapter:
     parameters: dict = field(default_factory=dict)
     part: str = "Chapters"  # the caption of the book part the page goes under
     builds_bases: bool = False  # runs alone first: it pretrains the bases the other chapters share
+    runs_beside: str = ""  # a chapter whose runs this one shares: started right after it, so the two build them together
 
     @property
     def source(self) -> Path:
@@ -74,6 +75,10 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("05_lora_config", "LoRA's configuration", "notebooks/05_lora_config.ipynb"),
     Chapter("06_lora_vs_full", "LoRA versus full fine-tuning", "notebooks/06_lora_vs_full.ipynb"),
     Chapter("07_style_copying", "Style imitation and pattern copying", "notebooks/07_style_copying.ipynb"),
+    Chapter("08_key_tokens", "Loss on the key tokens only", "notebooks/08_key_tokens.ipynb", part="Changing the model less"),
+    Chapter("09_retrieval", "Retrieval instead of tuning", "notebooks/09_retrieval.ipynb", part="Changing the model less"),
+    Chapter("10_forgetting", "Learning, forgetting and intruder dimensions", "notebooks/10_forgetting.ipynb",
+            part="Changing the model less", runs_beside="05_lora_config"),
 )
 # Pages that are not executed: (part, file under book/, title), after the chapters.
 STATIC_PAGES = (("Back matter", "references", "References"),)
@@ -406,7 +411,7 @@ def run_chapters(
         return
     seconds = read_seconds(output_dir)  # the last run's times; a chapter never timed goes first
     first = next((c for c in chapters if c.builds_bases), chapters[0])
-    rest = sorted((c for c in chapters if c is not first), key=lambda c: -seconds.get(c.name, float("inf")))
+    rest = run_order([c for c in chapters if c is not first], seconds)
     book = BookClock(chapters, seconds, workers)
     errors = []
 
@@ -427,6 +432,18 @@ def run_chapters(
             list(pool.map(lambda c: one(c, {name: threads for name in THREAD_VARIABLES}), rest))
     if errors:
         raise errors[0]
+
+
+def run_order(chapters: list, seconds: dict) -> list:
+    """Longest first by the last run's times (a chapter never timed goes first); a chapter that `runs_beside`
+    another starts right after it, so the two run at once and share its runs through the cache's locks
+    (each builds them from its own end: the longest chapter no longer holds one core alone)."""
+    order = sorted(chapters, key=lambda c: -seconds.get(c.name, float("inf")))
+    names = [c.name for c in order]
+    for chapter in [c for c in order if c.runs_beside in names]:
+        order.remove(chapter)
+        order.insert(order.index(next(c for c in order if c.name == chapter.runs_beside)) + 1, chapter)
+    return order
 
 
 class BookClock:
