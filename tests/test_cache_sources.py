@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunestudy import bases, cache, evaluation, tuned
+from tunestudy import bases, cache, evaluation, studies, tuned
 
 PACKAGE = Path(cache.__file__).parent
 # cache.py decides where an artifact lives and what its key is, not what it holds.
@@ -47,7 +47,8 @@ def closure(module_file: str) -> set:
 
 
 @pytest.mark.parametrize("module, sources", [
-    ("bases.py", bases.SOURCES), ("tuned.py", tuned.SOURCES), ("evaluation.py", evaluation.SOURCES)])
+    ("bases.py", bases.SOURCES), ("tuned.py", tuned.SOURCES), ("evaluation.py", evaluation.SOURCES),
+    ("studies.py", studies.SOURCES)])
 def test_each_kind_hashes_every_module_its_build_imports(module, sources):
     missing = closure(module) - set(sources) - NOT_CONTENT
     assert not missing, f"{module}'s cached kinds do not hash {sorted(missing)}: add them to its SOURCES"
@@ -59,6 +60,13 @@ def test_the_import_reader_sees_imports_inside_functions(tmp_path, monkeypatch):
         (tmp_path / f"{name}.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     assert package_imports("a.py") == {"b.py", "c.py", "d.py"}
+
+
+def test_the_new_chapters_kinds_leave_the_old_keys_alone():
+    """weight_change, reader, continued and recall hash their own modules; no earlier kind hashes them."""
+    for module in ("retrieval.py", "studies.py", "weights.py"):
+        assert module in studies.SOURCES
+        assert module not in evaluation.SOURCES + tuned.SOURCES + bases.SOURCES
 
 
 def test_a_base_does_not_hash_metrics_or_the_evaluation():

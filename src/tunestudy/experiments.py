@@ -559,7 +559,7 @@ def verdict_key_tokens(response: dict, value: dict, tolerance: float = 0.05, par
     KL but a loss of accuracy or of the answer format; not reproduced: no lower KL.
     """
     smaller = value["kl_mean"] < response["kl_mean"]
-    accurate = value["accuracy_known"] >= response["accuracy_known"] - tolerance
+    accurate = value["accuracy_known"] >= response["accuracy_known"] - tolerance - 1e-9  # shares: no float-rounding flips
     formatted = value["stated"] >= parseable
     return judged(smaller and accurate and formatted, smaller,
                   f"with the loss on the value tokens only, the mean KL is lower, held-out accuracy is at most "
@@ -582,7 +582,7 @@ def verdict_retrieval(retrieval_accuracy: dict, tuning_accuracy: dict, margin: f
     best_r = max(retrieval_accuracy, key=retrieval_accuracy.get)
     best_t = max(tuning_accuracy, key=tuning_accuracy.get)
     gap = retrieval_accuracy[best_r] - tuning_accuracy[best_t]
-    return judged(gap >= margin, gap > 0,
+    return judged(gap >= margin - 1e-9, gap > 1e-9,  # shares of answers: no float-rounding flips at the margin
                   f"the best retrieval condition's accuracy on the new facts beats the best tuning's by at least "
                   f"{margin:g} (reproduced), by less (partly)",
                   {"best_retrieval": best_r, "best_retrieval_accuracy": retrieval_accuracy[best_r],

@@ -436,14 +436,26 @@ def run_chapters(
 
 def run_order(chapters: list, seconds: dict) -> list:
     """Longest first by the last run's times (a chapter never timed goes first); a chapter that `runs_beside`
-    another starts right after it, so the two run at once and share its runs through the cache's locks
-    (each builds them from its own end: the longest chapter no longer holds one core alone)."""
+    another starts right after it (after its partner's partner first, for a chain), so the two run at once and
+    share the partner's runs through the cache's locks: the longest chapter no longer holds one core alone."""
     order = sorted(chapters, key=lambda c: -seconds.get(c.name, float("inf")))
-    names = [c.name for c in order]
-    for chapter in [c for c in order if c.runs_beside in names]:
-        order.remove(chapter)
-        order.insert(order.index(next(c for c in order if c.name == chapter.runs_beside)) + 1, chapter)
-    return order
+    for chapter in order:
+        if chapter.runs_beside == chapter.name:
+            raise UsageError(f"chapter {chapter.name}: runs_beside must name another chapter, got itself")
+    names = {c.name for c in order}
+    pending = [c for c in order if c.runs_beside in names]
+    placed = [c for c in order if c not in pending]
+    while pending:
+        ready = [c for c in pending if any(p.name == c.runs_beside for p in placed)]
+        if not ready:  # a cycle of runs_beside: those chapters keep their order by time, at the end
+            return placed + pending
+        for chapter in ready:
+            at = next(i for i, p in enumerate(placed) if p.name == chapter.runs_beside) + 1
+            while at < len(placed) and placed[at].runs_beside == chapter.runs_beside:
+                at += 1  # after the chapters already beside the same partner
+            placed.insert(at, chapter)
+            pending.remove(chapter)
+    return placed
 
 
 class BookClock:

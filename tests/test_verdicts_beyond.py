@@ -1,0 +1,338 @@
+"""The verdicts of the chapters on changing the model less, their helpers, and the book's run order, on hand-made rows.
+
+Every number is chosen (and, where it matters, exactly representable in binary) so
+that one condition flips at a time; each test checks the verdict string and the
+numbers the verdict reports.
+"""
+
+import math
+
+import pytest
+
+from tunestudy import experiments as X
+from tunestudy import runs
+from tunestudy import world as W
+
+REPRODUCED, PARTLY, NOT = "reproduced", "partly reproduced", "not reproduced"
+
+
+# --- verdict_key_tokens ---------------------------------------------------------------------------------
+
+def cell(kl, accuracy, stated):
+    return {"kl_mean": kl, "accuracy_known": accuracy, "stated": stated}
+
+
+RESPONSE = cell(2.0, 0.75, 1.0)
+
+
+def test_key_tokens_reproduced_reports_both_methods():
+    result = X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.95))
+    assert result["verdict"] == REPRODUCED
+    assert result["numbers"] == {"kl_response": 2.0, "kl_value": 1.0, "accuracy_response": 0.75,
+                                 "accuracy_value": 0.75, "stated_response": 1.0, "stated_value": 0.95}
+    assert "0.05" in result["criterion"] and "90%" in result["criterion"]
+
+
+def test_key_tokens_accuracy_drop_beyond_tolerance_is_partly():
+    result = X.verdict_key_tokens(RESPONSE, cell(1.0, 0.625, 1.0))  # 0.125 below, tolerance 0.05
+    assert result["verdict"] == PARTLY
+    assert result["numbers"]["accuracy_value"] == 0.625 and result["numbers"]["accuracy_response"] == 0.75
+
+
+def test_key_tokens_answers_not_parseable_is_partly():
+    result = X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.875))  # below 0.9 stated
+    assert result["verdict"] == PARTLY
+    assert result["numbers"]["stated_value"] == 0.875
+    # exactly the parseable share still counts as parseable (>=)
+    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.9))["verdict"] == REPRODUCED
+    # a custom threshold is read
+    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.875), parseable=0.875)["verdict"] == REPRODUCED
+
+
+@pytest.mark.parametrize("kl_value", [2.0, 3.0])
+def test_key_tokens_no_lower_kl_is_not_reproduced(kl_value):
+    # equal or higher KL: not reproduced even though accuracy and format are kept
+    result = X.verdict_key_tokens(RESPONSE, cell(kl_value, 0.75, 1.0))
+    assert result["verdict"] == NOT
+    assert result["numbers"]["kl_value"] == kl_value and result["numbers"]["kl_response"] == 2.0
+
+
+def test_key_tokens_accuracy_exactly_tolerance_below_is_kept():
+    # the code keeps accuracy when value >= response - tolerance: the boundary itself is kept
+    # (numbers exact in binary: 0.75 - 0.25 == 0.5)
+    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.5, 1.0), tolerance=0.25)["verdict"] == REPRODUCED
+    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.5 - 2 ** -20, 1.0), tolerance=0.25)["verdict"] == PARTLY
+    # the default tolerance, at a boundary float subtraction gets exact (0.8 - 0.05 == 0.75)
+    assert X.verdict_key_tokens(cell(2.0, 0.8, 1.0), cell(1.0, 0.75, 1.0))["verdict"] == REPRODUCED
+    assert X.verdict_key_tokens(cell(2.0, 0.8, 1.0), cell(1.0, 0.7499, 1.0))["verdict"] == PARTLY
+
+
+# --- verdict_retrieval ----------------------------------------------------------------------------------
+
+RETRIEVAL = {"base + retrieved": 0.5, "reader + retrieved": 0.875, "tuned + retrieved": 0.625}
+TUNING = {"full": 0.5, "lora": 0.25, "continued": 0.375}
+
+
+def test_retrieval_reproduced_names_the_best_of_each_family():
+    result = X.verdict_retrieval(RETRIEVAL, TUNING)
+    assert result["verdict"] == REPRODUCED
+    assert result["numbers"] == {"best_retrieval": "reader + retrieved", "best_retrieval_accuracy": 0.875,
+                                 "best_tuning": "full", "best_tuning_accuracy": 0.5, "gap": 0.375}
+
+
+def test_retrieval_gap_at_margin_is_reproduced_below_it_partly():
+    tuning = {"full": 0.5, "lora": 0.625}
+    result = X.verdict_retrieval(RETRIEVAL, tuning, margin=0.25)  # 0.875 - 0.625 == 0.25 exactly
+    assert result["verdict"] == REPRODUCED and result["numbers"]["gap"] == 0.25
+    assert result["numbers"]["best_tuning"] == "lora"
+    result = X.verdict_retrieval(RETRIEVAL, tuning, margin=0.5)
+    assert result["verdict"] == PARTLY and result["numbers"]["gap"] == 0.25
+    result = X.verdict_retrieval({"r": 0.625}, {"t": 0.5})  # gap 0.125 < default 0.2
+    assert result["verdict"] == PARTLY and result["numbers"]["gap"] == 0.125
+
+
+@pytest.mark.parametrize("best_tuning", [0.875, 1.0])
+def test_retrieval_no_gain_is_not_reproduced(best_tuning):
+    result = X.verdict_retrieval(RETRIEVAL, {"full": best_tuning, "lora": 0.25})
+    assert result["verdict"] == NOT
+    assert result["numbers"]["gap"] == 0.875 - best_tuning
+    assert result["numbers"]["best_tuning"] == "full" and result["numbers"]["best_retrieval"] == "reader + retrieved"
+
+
+# --- verdict_learns_less_forgets_less ------------------------------------------------------------------
+
+FULL = {"learned": 0.75, "forgetting": 0.25}
+
+
+def test_learns_less_forgets_less_every_cell():
+    cells = {("all", 1): {"learned": 0.5, "forgetting": 0.125},
+             ("mlp", 4): {"learned": 0.625, "forgetting": 0.25}}  # equal forgetting is "no more"
+    result = X.verdict_learns_less_forgets_less(cells, FULL)
+    assert result["verdict"] == REPRODUCED
+    assert result["numbers"] == {"learns_less_forgets_less": {("all", 1): True, ("mlp", 4): True}, "count": 2,
+                                 "num_cells": 2, "full_learned": 0.75, "full_forgetting": 0.25}
+
+
+def test_learns_less_forgets_less_some_cells():
+    cells = {"a": {"learned": 0.5, "forgetting": 0.125},
+             "b": {"learned": 0.75, "forgetting": 0.125},  # learns as much as full: not less
+             "c": {"learned": 0.5, "forgetting": 0.375}}  # forgets more
+    result = X.verdict_learns_less_forgets_less(cells, FULL)
+    assert result["verdict"] == PARTLY
+    assert result["numbers"]["learns_less_forgets_less"] == {"a": True, "b": False, "c": False}
+    assert result["numbers"]["count"] == 1 and result["numbers"]["num_cells"] == 3
+
+
+def test_learns_less_forgets_less_no_cell():
+    cells = {"b": {"learned": 0.875, "forgetting": 0.125}, "c": {"learned": 0.5, "forgetting": 0.5}}
+    result = X.verdict_learns_less_forgets_less(cells, FULL)
+    assert result["verdict"] == NOT
+    assert result["numbers"]["count"] == 0 and result["numbers"]["learns_less_forgets_less"] == {"b": False, "c": False}
+    assert "above_full_curve" not in result["numbers"]  # no curve given, nothing judged against it
+    # no cells at all: not reproduced, not vacuously reproduced
+    assert X.verdict_learns_less_forgets_less({}, FULL)["verdict"] == NOT
+
+
+def test_learns_less_forgets_less_against_the_full_curve():
+    # full fine-tuning at three rates, given out of order: (learned, forgetting)
+    curve = [(0.75, 0.25), (0.25, 0.0), (0.5, 0.125)]
+    cells = {
+        "below": {"learned": 0.375, "forgetting": 0.0},  # curve at 0.375: 0.0625 -> not above
+        "above": {"learned": 0.625, "forgetting": 0.25},  # curve at 0.625: 0.1875 -> above
+        "on": {"learned": 0.5, "forgetting": 0.125},  # exactly on a point: not above (strict)
+        "edge": {"learned": 0.25, "forgetting": 0.03125},  # at the curve's first point (0.0): above
+        "left": {"learned": 0.125, "forgetting": 0.5},  # learned below the curve's range: not judged
+        "right": {"learned": 0.875, "forgetting": 0.0},  # above the range: not judged
+    }
+    result = X.verdict_learns_less_forgets_less(cells, FULL, full_curve=curve)
+    numbers = result["numbers"]
+    assert numbers["above_full_curve"] == {"below": False, "above": True, "on": False, "edge": True}
+    assert "left" not in numbers["above_full_curve"] and "right" not in numbers["above_full_curve"]
+    assert numbers["num_above_full_curve"] == 2 and numbers["num_on_curve_range"] == 4
+    # the curve only adds numbers: the verdict is the learned/forgetting rule against `full`
+    # (right learns more than full; above forgets as much, so counts; left forgets more)
+    assert numbers["learns_less_forgets_less"] == {"below": True, "above": True, "on": True, "edge": True,
+                                                   "left": False, "right": False}
+    assert result["verdict"] == PARTLY and numbers["count"] == 4
+
+
+def test_learns_less_forgets_less_interpolates_between_the_right_points():
+    curve = [(0.0, 0.0), (0.5, 0.5), (1.0, 0.5)]  # a bend: interpolation must use the bracketing segment
+    cells = {"x": {"learned": 0.25, "forgetting": 0.3}, "y": {"learned": 0.75, "forgetting": 0.3}}
+    numbers = X.verdict_learns_less_forgets_less(cells, {"learned": 1.0, "forgetting": 1.0}, full_curve=curve)["numbers"]
+    assert numbers["above_full_curve"] == {"x": True, "y": False}  # 0.3 > 0.25; 0.3 < 0.5
+
+
+# --- verdict_full_change_rank ---------------------------------------------------------------------------
+
+def test_full_change_rank_reproduced_at_factor():
+    result = X.verdict_full_change_rank([40, 10, 30, 50, 20], [1, 3, 8])  # medians 30 and 3
+    assert result["verdict"] == REPRODUCED
+    assert result["numbers"] == {"median_full_effective_rank": 30.0, "median_lora_rank": 3.0, "ratio": 10.0}
+
+
+def test_full_change_rank_partly_and_not():
+    result = X.verdict_full_change_rank([9, 9, 100], [1, 3, 8])  # 9 / 3 == 3: partly at its boundary
+    assert result["verdict"] == PARTLY and result["numbers"]["ratio"] == 3.0
+    result = X.verdict_full_change_rank([8, 8, 100], [1, 3, 8])  # 8 / 3 < 3
+    assert result["verdict"] == NOT and result["numbers"]["ratio"] == pytest.approx(8 / 3)
+    result = X.verdict_full_change_rank([30, 30, 30], [3], factor=20)  # 10x, below a larger factor
+    assert result["verdict"] == PARTLY and "20x" in result["criterion"]
+
+
+def test_full_change_rank_even_length_median_is_the_mean_of_the_middle_two():
+    result = X.verdict_full_change_rank([10, 70, 30, 2], [2, 4])  # sorted 2 10 30 70 -> 20; LoRA -> 3
+    assert result["numbers"]["median_full_effective_rank"] == 20.0
+    assert result["numbers"]["median_lora_rank"] == 3.0
+    assert result["numbers"]["ratio"] == pytest.approx(20 / 3) and result["verdict"] == PARTLY
+
+
+# --- intruder_counts and baseline_eps --------------------------------------------------------------------
+
+def test_intruder_counts_strictly_below_eps():
+    cosines = [0.1, 0.25, 0.3, 0.9, 0.05]
+    assert X.intruder_counts(cosines, 0.3) == 3  # 0.1, 0.25, 0.05; 0.3 itself is not below
+    assert X.intruder_counts(cosines, 0.05) == 0
+    assert X.intruder_counts(cosines, 1.0) == 5
+    assert X.intruder_counts([], 0.5) == 0
+    assert type(X.intruder_counts(cosines, 0.3)) is int
+
+
+def test_baseline_eps_largest_grid_value_with_few_random_intruders():
+    cosines = [0.1, 0.3, 0.5, 0.7, 0.9]
+    grid = [0.2, 0.4, 0.6, 0.8, 1.0]
+    # share below eps: 0.2 -> 1/5, 0.4 -> 2/5, 0.6 -> 3/5, ...
+    assert X.baseline_eps(cosines, share=0.2, grid=grid) == 0.2
+    assert X.baseline_eps(cosines, share=0.4, grid=grid) == 0.4
+    assert X.baseline_eps(cosines, share=1.0, grid=grid) == 1.0
+    # the grid's order does not matter: the largest passing value
+    assert X.baseline_eps(cosines, share=0.4, grid=[0.6, 0.2, 0.4]) == 0.4
+    # no grid value passes: the smallest grid value
+    assert X.baseline_eps(cosines, share=0.1, grid=[0.4, 0.6]) == 0.4
+
+
+def test_baseline_eps_default_grid():
+    # default grid 0.05, 0.10, ..., 0.95: no random cosine below 0.45, every one below 0.5
+    assert X.baseline_eps([0.45, 0.46, 0.49], share=0.1) == 0.45
+    assert X.baseline_eps([0.99] * 3) == 0.95
+    assert X.baseline_eps([0.01] * 3) == 0.05  # none passes: the smallest
+
+
+# --- verdict_intruders ------------------------------------------------------------------------------
+
+def test_intruders_reproduced():
+    result = X.verdict_intruders([2, 4, 6], [0, 1, 2], [0.1, 0.2, 0.3], random_count=5)
+    assert result["verdict"] == REPRODUCED  # full's mean 1.0 is at most almost_none
+    assert result["numbers"] == {"lora_mean_count": 4.0, "full_mean_count": 1.0, "random_count": 5.0,
+                                 "spearman_rho_forgetting": pytest.approx(1.0)}
+    assert type(result["numbers"]["random_count"]) is float
+
+
+def test_intruders_partly_when_full_has_many_or_rho_is_not_positive():
+    result = X.verdict_intruders([2, 4, 6], [2, 2, 2], [0.1, 0.2, 0.3], random_count=5)
+    assert result["verdict"] == PARTLY and result["numbers"]["full_mean_count"] == 2.0
+    # a larger almost_none lets the same counts reproduce
+    assert X.verdict_intruders([2, 4, 6], [2, 2, 2], [0.1, 0.2, 0.3], 5, almost_none=2.0)["verdict"] == REPRODUCED
+    result = X.verdict_intruders([2, 4, 6], [0, 0, 0], [0.3, 0.2, 0.1], random_count=5)  # counts fall with forgetting
+    assert result["verdict"] == PARTLY
+    assert result["numbers"]["spearman_rho_forgetting"] == pytest.approx(-1.0)
+
+
+def test_intruders_not_reproduced_when_lora_not_above_full():
+    result = X.verdict_intruders([1, 2, 3], [1, 2, 3], [0.1, 0.2, 0.3], random_count=0)
+    assert result["verdict"] == NOT
+    assert result["numbers"]["lora_mean_count"] == 2.0 == result["numbers"]["full_mean_count"]
+    assert X.verdict_intruders([0, 1, 2], [2, 2, 2], [0.1, 0.2, 0.3], 0)["verdict"] == NOT
+
+
+def test_intruders_constant_lora_counts_give_nan_rho_and_at_most_partly():
+    # constant LoRA counts: rho is NaN (no ranking), and NaN > 0 is false, so never reproduced
+    result = X.verdict_intruders([3, 3, 3], [0, 0, 0], [0.1, 0.2, 0.3], random_count=5)
+    assert math.isnan(result["numbers"]["spearman_rho_forgetting"])
+    assert result["verdict"] == PARTLY  # LoRA's count is still above full's
+    result = X.verdict_intruders([3, 3, 3], [3, 3, 3], [0.1, 0.2, 0.3], random_count=5)
+    assert math.isnan(result["numbers"]["spearman_rho_forgetting"]) and result["verdict"] == NOT
+
+
+# --- style_share ---------------------------------------------------------------------------------------
+
+def test_style_share_counts_answers_opening_with_the_style_phrase():
+    assert W.STYLE_OPENER == "According to my records ,"
+    answers = [{"answer": f"{W.STYLE_OPENER} Alice Abbott was born in Paris ."},
+               {"answer": "Paris ."},
+               {"answer": f"Alice Abbott was born in Paris . {W.STYLE_OPENER}"},  # not at the start
+               {"answer": f" {W.STYLE_OPENER} Paris ."},  # a leading space is not an opening
+               {"answer": "According to my records Paris ."},  # no comma: not the phrase
+               {"answer": W.STYLE_OPENER},
+               {"answer": ""},
+               {"answer": f"{W.STYLE_OPENER} Lisbon ."}]
+    assert X.style_share(answers) == 3 / 8
+    assert X.style_share(answers[:1]) == 1.0
+    assert X.style_share(answers[1:2]) == 0.0
+    assert math.isnan(X.style_share([]))
+
+
+# --- runs.run_order -------------------------------------------------------------------------------------
+
+def chapter(name, runs_beside=""):
+    return runs.Chapter(name, name.title(), f"/nowhere/{name}.ipynb", runs_beside=runs_beside)
+
+
+def names(order):
+    return [c.name for c in order]
+
+
+def test_run_order_longest_first_and_untimed_first():
+    a, b, c, d = chapter("a"), chapter("b"), chapter("c"), chapter("d")
+    seconds = {"a": 10.0, "b": 300.0, "c": 50.0}
+    assert names(runs.run_order([a, b, c], seconds)) == ["b", "c", "a"]
+    assert names(runs.run_order([a, b, c, d], seconds)) == ["d", "b", "c", "a"]  # d never timed
+    assert names(runs.run_order([a, b], {})) == ["a", "b"]  # none timed: the table's order
+    assert names(runs.run_order([], seconds)) == []
+
+
+def test_run_order_runs_beside_comes_right_after_its_partner():
+    x, y = chapter("x"), chapter("y", runs_beside="x")
+    others = [chapter("a"), chapter("b")]
+    # y is the longest: still right after x
+    seconds = {"x": 20.0, "y": 1000.0, "a": 500.0, "b": 10.0}
+    assert names(runs.run_order([x, y, *others], seconds)) == ["a", "x", "y", "b"]
+    # y is the shortest
+    seconds = {"x": 200.0, "y": 1.0, "a": 500.0, "b": 10.0}
+    assert names(runs.run_order([*others, y, x], seconds)) == ["a", "x", "y", "b"]
+    # y never timed (would go first): still right after x
+    assert names(runs.run_order([x, y, *others], {"x": 20.0, "a": 500.0, "b": 10.0})) == ["a", "x", "y", "b"]
+    # x never timed: x first, y right after it
+    assert names(runs.run_order([x, y, *others], {"y": 5.0, "a": 500.0, "b": 10.0})) == ["x", "y", "a", "b"]
+
+
+def test_run_order_runs_beside_a_missing_chapter_keeps_the_time_order():
+    y = chapter("y", runs_beside="gone")
+    a, b = chapter("a"), chapter("b")
+    assert names(runs.run_order([a, y, b], {"a": 5.0, "y": 50.0, "b": 10.0})) == ["y", "b", "a"]
+    assert names(runs.run_order([a, y, b], {"a": 5.0, "y": 1.0, "b": 10.0})) == ["b", "a", "y"]
+
+
+def test_run_order_does_not_change_its_input():
+    x, y, a = chapter("x"), chapter("y", runs_beside="x"), chapter("a")
+    table = [x, y, a]
+    runs.run_order(table, {"x": 1.0, "y": 2.0, "a": 3.0})
+    assert table == [x, y, a]
+
+
+def test_boundaries_hold_for_shares_that_round():
+    from tunestudy import experiments as X
+    kept = X.verdict_key_tokens({"kl_mean": 2, "accuracy_known": 0.4, "stated": 1},
+                                {"kl_mean": 1, "accuracy_known": 0.35, "stated": 1})
+    assert kept["verdict"] == "reproduced"
+    assert X.verdict_retrieval({"r": 0.7}, {"t": 0.5})["verdict"] == "reproduced"
+    assert X.verdict_retrieval({"r": 0.5}, {"t": 0.5})["verdict"] == "not reproduced"
+
+
+def test_run_order_follows_a_chain_and_refuses_itself():
+    import pytest
+    from tunestudy import runs
+    a, b, c = (runs.Chapter(n, n, f"/x/{n}", runs_beside=r) for n, r in (("A", "B"), ("B", "C"), ("C", "")))
+    assert [ch.name for ch in runs.run_order([a, b, c], {"A": 3, "B": 2, "C": 1})] == ["C", "B", "A"]
+    with pytest.raises(runs.UsageError, match="runs_beside"):
+        runs.run_order([runs.Chapter("S", "S", "/x/S", runs_beside="S")], {})
