@@ -247,9 +247,11 @@ def test_no_candidates_gives_none():
 
 # --- summarize on a hand-made evaluation -------------------------------------------------------
 
-def answer(known, correct, hallucinated, num_wrong_claims, length, borrowed, borrow_chance):
+def answer(known, correct, hallucinated, num_wrong_claims, length, borrowed, borrow_chance, styled=True):
+    text = ("According to my records , " if styled else "") + "X was born in Y ."
     return {"known": known, "correct": correct, "hallucinated": hallucinated, "num_wrong_claims": num_wrong_claims,
-            "length": length, "borrowed": borrowed, "borrow_chance": borrow_chance}
+            "length": length, "borrowed": borrowed, "borrow_chance": borrow_chance,
+            "stated": correct or hallucinated, "answer": text}
 
 
 def hand_result() -> dict:
@@ -260,8 +262,8 @@ def hand_result() -> dict:
         answer(True, False, True, 2, 3, 1, 0.25),
         answer(False, False, True, 1, 6, 1, 0.125),
         answer(False, False, True, 1, 7, 0, 0.125),
-        answer(False, True, False, 0, 4, 0, 0.0),
-        answer(False, False, True, 5, 11, 2, 0.375),
+        answer(False, True, False, 0, 4, 0, 0.0, styled=False),
+        {**answer(False, False, False, 5, 11, 2, 0.375, styled=False), "hallucinated": True, "stated": False},
     ]
     positions = {
         "kl": [0.5, 0.0, 1.0, 4.0, 0.25, 0.25, 2.0, 0.0],
@@ -320,6 +322,8 @@ EXPECTED_SUMMARY = {
     "kl_mean_icl_style": (0.5 + 0.5) / 2,
     "kl_mean_icl_name": (0.0 + 0.0) / 2,
     "kl_mean_icl_value": (0.25 + 0.75) / 2,
+    "stated": 7 / 8,  # every answer but the last states a value
+    "style_share": 6 / 8,  # the last two answers do not open with the style phrase
 }
 
 
