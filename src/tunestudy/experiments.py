@@ -525,16 +525,20 @@ def lora_grid_sweep(base_kwargs_: dict, data: SetSpec, targets: dict, ranks: lis
                     seed: int, base_model: str = models.SYNTHETIC, reverse: bool = False) -> tuple:
     """(sweep rows, {(targets, rank): best LoRA rate}, full's best rate): every cell swept on one seed.
 
+    Each swept model is screened (`screening.screen`: its held-out answers judged, no KL
+    or probe); the chapters evaluate the picked rates in full.
+
     `reverse` asks for the runs in the opposite order: a chapter that runs beside
     the grid's own chapter builds the sweep from the other end, and the cache's
     locks make each run built once.
     """
     import pandas as pd
+    from . import screening
     jobs = [(n, r, lr) for n in targets for r in ranks for lr in lrs["lora"]] + [("full", 0, lr) for lr in lrs["full"]]
-    rows = {}
-    for n, r, lr in (reversed(jobs) if reverse else jobs):
-        rows[n, r, lr] = [{"targets": n, "rank": r, "lr": lr, **row} for row in
-                          replicate(base_kwargs_, data, grid_config(targets, n, r, lr, epochs, base_model), [seed])]
+    rows, spec = {}, base_spec(seed=seed, **base_kwargs_)
+    for n, r, lr in (reversed(jobs) if reverse else jobs):  # screened: held-out answers only, no KL or probe
+        config = replace(grid_config(targets, n, r, lr, epochs, base_model), seed=seed)
+        rows[n, r, lr] = [{"targets": n, "rank": r, "lr": lr, "seed": seed, **screening.screen(spec, data, config)}]
     sweep = pd.DataFrame([row for job in jobs for row in rows[job]])
     best = sweep.loc[sweep.groupby(["targets", "rank"], sort=False)["accuracy_known"].idxmax(), ["targets", "rank", "lr"]]
     best_lr = {(t, int(r)): float(lr) for t, r, lr in best.itertuples(index=False)}
@@ -687,7 +691,9 @@ def weight_change_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneCon
         matrices = change["summary"]["matrices"]
         rows.append({**label, "seed": seed, "learned": fit["fit_accuracy"], "forgetting": _forgetting(change),
                      "effective_ranks": {n: m["effective_rank"] for n, m in matrices.items()},
-                     "relative_change": {n: m["relative_change"] for n, m in matrices.items()},
+                     # ten digits: a norm's last bits depend on the BLAS thread count, the results must not
+                     "relative_change": {n: None if m["relative_change"] is None else float(f"{m['relative_change']:.10g}")
+                                         for n, m in matrices.items()},
                      "dimensions": {n: min(m["shape"]) for n, m in matrices.items()},
                      "tuned_cosines": [v for m in matrices.values() for v in m["tuned_max_cosines"]],
                      "random_cosines": [v for m in matrices.values() for v in m["random_max_cosines"]]})
