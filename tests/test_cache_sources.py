@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunestudy import bases, cache, evaluation, screening, studies, tuned
+from tunestudy import bases, cache, evaluation, restoring, screening, studies, tuned
 
 PACKAGE = Path(cache.__file__).parent
 # cache.py decides where an artifact lives and what its key is, not what it holds.
@@ -48,7 +48,7 @@ def closure(module_file: str) -> set:
 
 @pytest.mark.parametrize("module, sources", [
     ("bases.py", bases.SOURCES), ("tuned.py", tuned.SOURCES), ("evaluation.py", evaluation.SOURCES),
-    ("studies.py", studies.SOURCES), ("screening.py", screening.SOURCES)])
+    ("studies.py", studies.SOURCES), ("screening.py", screening.SOURCES), ("restoring.py", restoring.SOURCES)])
 def test_each_kind_hashes_every_module_its_build_imports(module, sources):
     missing = closure(module) - set(sources) - NOT_CONTENT
     assert not missing, f"{module}'s cached kinds do not hash {sorted(missing)}: add them to its SOURCES"
@@ -66,7 +66,8 @@ def test_the_new_chapters_kinds_leave_the_old_keys_alone():
     """weight_change, reader, continued and recall hash their own modules; no earlier kind hashes them."""
     for module in ("retrieval.py", "studies.py", "weights.py"):
         assert module in studies.SOURCES
-        assert module not in evaluation.SOURCES + tuned.SOURCES + bases.SOURCES
+        assert module not in evaluation.SOURCES + tuned.SOURCES + bases.SOURCES + restoring.SOURCES
+    assert "restoring.py" in restoring.SOURCES and "restoring.py" not in studies.SOURCES
 
 
 def test_a_base_does_not_hash_metrics_or_the_evaluation():

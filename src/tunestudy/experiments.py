@@ -29,7 +29,7 @@ __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_si
            "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict",
            "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
            "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
-           "recall_rows", "weight_change_rows"]
+           "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting"]
 
 # A chapter page shows results, not library deprecation notices (models.py silences transformers).
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -726,3 +726,44 @@ def _seeded(model: dict, seed: int) -> dict:
     if out["kind"] == "reader":
         out["seed"] = seed
     return out
+
+
+# --- pseudo or actual forgetting (chapter "Pseudo or actual forgetting") --------------------------------
+
+def restored_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list, spec,
+                  label: dict) -> list:
+    """One row per seed: the mean probe on known people before tuning, after it and after restoring."""
+    from . import restoring
+    rows = []
+    for seed in seeds:
+        result = restoring.restored(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed), spec)
+        rows.append({**label, "seed": seed, **{k: float(np.mean(list(result[f"probe_{k}"].values())))
+                                              for k in ("before", "after", "restored")}})
+    return rows
+
+
+def recovered_share(before: float, after: float, restored: float, minimum_loss: float = 0.02) -> float:
+    """The share of the probe accuracy lost in tuning that restoring brings back; NaN when almost nothing was lost."""
+    lost = before - after
+    return (restored - after) / lost if lost >= minimum_loss else float("nan")
+
+
+def verdict_pseudo_forgetting(recovered: dict, pseudo: float = 0.8, actual: float = 0.5) -> dict:
+    """Zhang et al.: early forgetting is pseudo (restoring brings the knowledge back), later it is actual.
+
+    recovered: {tuning length: mean recovered share}. Reproduced: at the shortest
+    length restoring brings back at least `pseudo` of the loss and at the longest
+    less than `actual` (two stages); partly: the recovered share falls from the
+    shortest to the longest length without meeting both; not reproduced otherwise.
+    """
+    lengths = sorted(k for k, v in recovered.items() if v == v)
+    if len(lengths) < 2:
+        return judged(False, False, "needs a recovered share at two tuning lengths at least",
+                      {"recovered_share": recovered})
+    first, last = recovered[lengths[0]], recovered[lengths[-1]]
+    return judged(first >= pseudo and last < actual, last < first,
+                  f"restoring brings back at least {pseudo:.0%} of the lost probe accuracy at the shortest tuning "
+                  f"and less than {actual:.0%} at the longest (reproduced); a recovered share that falls with the "
+                  "tuning length (partly)",
+                  {"recovered_share": recovered, "shortest": lengths[0], "longest": lengths[-1],
+                   "recovered_shortest": first, "recovered_longest": last})

@@ -79,6 +79,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("09_retrieval", "Retrieval instead of tuning", "notebooks/09_retrieval.ipynb", part="Changing the model less"),
     Chapter("10_forgetting", "Learning, forgetting and intruder dimensions", "notebooks/10_forgetting.ipynb",
             part="Changing the model less", runs_beside="05_lora_config"),
+    Chapter("11_pseudo_forgetting", "Pseudo or actual forgetting", "notebooks/11_pseudo_forgetting.ipynb",
+            part="What tuning does to knowledge"),
 )
 # Pages that are not executed: (part, file under book/, title), after the chapters.
 STATIC_PAGES = (("Back matter", "references", "References"),)
