@@ -63,6 +63,8 @@ def restore_documents(world: W.World, count: int, seed: int) -> list:
 def _restore(model, tokenizer, base: BaseSpec, world: W.World, spec: RestoreSpec, seed: int) -> dict:
     """Run the restoring pass on `model` in place; return the probe on known people after it."""
     docs = restore_documents(world, spec.documents, seed)
+    for parameter in model.parameters():  # a merged LoRA model comes back frozen: the pass trains every weight
+        parameter.requires_grad_(True)
     tuning.pretrain(model, tokenizer, docs, replace(base.pretrain, epochs=spec.epochs, lr=spec.lr, seed=seed))
     model.eval()
     return evaluation.probe(model, tokenizer, [p for p in world.people if p.known])
