@@ -22,13 +22,14 @@ import random
 from dataclasses import asdict, dataclass, replace
 
 from . import cache, evaluation, tuning, world as W
+from .fresh import fresh_person
 from .bases import BaseSpec, load_base, normal_epoch
 from .sets import SetSpec
 from .tuned import load_tuned, tune_params
 
 __all__ = ["RestoreSpec", "SOURCES", "restore_documents", "restored", "restored_base"]
 
-SOURCES = evaluation.SOURCES + ("restoring.py",)
+SOURCES = evaluation.SOURCES + ("fresh.py", "restoring.py")
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,7 @@ def restore_documents(world: W.World, count: int, seed: int) -> list:
     taken = set(world.by_name)
     docs = []
     while len(docs) < count:
-        name = f"{rng.choice(W.FIRST_NAMES)} {rng.choice(W.LAST_NAMES)}"
-        if name in taken:
-            continue
-        person = W.Person(name, {a: rng.choice(W.value_pool(a)) for a in W.ATTRIBUTES}, known=False, heldout=False)
-        docs.append(W.biography(person, rng))
+        docs.append(W.biography(fresh_person(rng, taken), rng))
     return docs
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import cache, evaluation, metrics, retrieval, tuning, weights, world as W
+from .fresh import fresh_person
 from .bases import BaseSpec, load_base, normal_epoch
 from .sets import SetSpec, make_set
 from .tuned import load_tuned, train_log, tune_params
@@ -36,7 +37,7 @@ from .tuned import load_tuned, train_log, tune_params
 __all__ = ["CONTEXTS", "ContinuedSpec", "ReaderSpec", "SOURCES", "continued_model", "new_fact_questions",
            "reader_examples", "reader_model", "recall", "training_seconds", "weight_change"]
 
-SOURCES = evaluation.SOURCES + ("retrieval.py", "studies.py", "weights.py")
+SOURCES = evaluation.SOURCES + ("fresh.py", "retrieval.py", "studies.py", "weights.py")
 CONTEXTS = ("none", "retrieved")  # what a recall prompt carries before the question
 
 
@@ -118,10 +119,7 @@ def reader_examples(world: W.World, size: int, seed: int) -> list:
     taken = set(world.by_name)
     out = []
     while len(out) < size:
-        name = f"{rng.choice(W.FIRST_NAMES)} {rng.choice(W.LAST_NAMES)}"
-        if name in taken:
-            continue
-        person = W.Person(name, {a: rng.choice(W.value_pool(a)) for a in W.ATTRIBUTES}, known=False, heldout=False)
+        person = fresh_person(rng, taken)
         example = W.make_example(person, rng.choice(W.ATTRIBUTES), "simplified", rng)
         out.append(_InContext(example, W.biography(person, rng)))
     return out
