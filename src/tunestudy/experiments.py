@@ -29,7 +29,9 @@ __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_si
            "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict",
            "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
            "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
-           "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting"]
+           "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting",
+           "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
+           "verdict_consistency_predicts", "verdict_unknown_fitted_slower", "verdict_unknown_hurts"]
 
 # A chapter page shows results, not library deprecation notices (models.py silences transformers).
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -513,6 +515,28 @@ def parse_float_list(name: str, text: str) -> list:
 
 # --- the LoRA grid's sweep, shared by the chapters that use the grid's runs ---------------------------
 
+def parse_percentages(name: str, text: str) -> list:
+    """"0,25,100" -> [0, 25, 100], distinct and sorted; a one-line error naming the parameter otherwise."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 <= v <= 100 for v in values) or len(set(values)) < len(values):
+        raise ValueError(f"{name} must be distinct comma-separated whole percentages between 0 and 100, got {text!r}")
+    return sorted(values)
+
+
+def parse_epochs(name: str, text: str) -> list:
+    """"1,2.5,8" -> [1.0, 2.5, 8.0], increasing and positive; a one-line error naming the parameter otherwise."""
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0 or any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name} must be increasing comma-separated positive epochs, got {text!r}")
+    return values
+
+
 def grid_config(targets: dict, name: str, rank: int, lr: float, epochs: float,
                 base_model: str = models.SYNTHETIC) -> tuning.TuneConfig:
     """The TuneConfig of one grid cell (`name` a key of `targets`, or "full")."""
@@ -767,3 +791,133 @@ def verdict_pseudo_forgetting(recovered: dict, pseudo: float = 0.8, actual: floa
                   "tuning length (partly)",
                   {"recovered_share": recovered, "shortest": lengths[0], "longest": lengths[-1],
                    "recovered_shortest": first, "recovered_longest": last})
+
+
+# --- what tuning does to knowledge: known and unknown examples (Gekhman et al. 2024) ---------------------
+
+def checkpoint_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list, checkpoints: list,
+                    label: dict) -> list:
+    """One row per (seed, checkpoint epoch) of one configuration: fitted shares and held-out measures."""
+    from . import knowledge
+    return [{**label, "seed": seed, **record} for seed in seeds
+            for record in knowledge.fit_checkpoints(base_spec(seed=seed, **base_kwargs_), data,
+                                                     replace(config, seed=seed), checkpoints)]
+
+
+def gekhman_fit(rows, accuracy: str = "test_accuracy") -> dict:
+    """Gekhman et al.'s linear model, Acc = b0 + b_kn N_kn/|D| + b_unk N_unk/|D|, fitted by OLS (statsmodels).
+
+    rows: a DataFrame (or list of dicts) with n_known_fitted, n_unknown_fitted,
+    n_known, n_unknown and the accuracy column, one row per checkpoint.
+    Accuracy enters in percentage points, as in their paper. Returns the
+    coefficients, their 95% confidence intervals, R^2 and the number of rows.
+    """
+    import pandas as pd
+    import statsmodels.api as sm
+    rows = pd.DataFrame(rows)
+    size = (rows.n_known + rows.n_unknown).to_numpy(float)
+    design = np.column_stack([np.ones(len(rows)), rows.n_known_fitted / size, rows.n_unknown_fitted / size])
+    fit = sm.OLS(100.0 * rows[accuracy].to_numpy(float), design).fit()
+    low, high = fit.conf_int(0.05).T
+    names = ("b0", "b_kn", "b_unk")
+    return {**{n: float(v) for n, v in zip(names, fit.params)},
+            **{f"ci_{n}": [float(lo), float(hi)] for n, lo, hi in zip(names, low, high)},
+            "r2": float(fit.rsquared), "n": len(rows)}
+
+
+def early_and_converged(rows, dev: str = "dev_accuracy") -> dict:
+    """{"early": row at the best development accuracy (the first such epoch), "converged": row at the last epoch}."""
+    rows = sorted(rows, key=lambda r: r["epoch"])
+    best = max(r[dev] for r in rows)
+    return {"early": next(r for r in rows if r[dev] == best), "converged": rows[-1]}
+
+
+def verdict_unknown_fitted_slower(gaps: dict, margin: float = 0.1) -> dict:
+    """Gekhman et al.: examples the base does not know are fitted more slowly than those it knows.
+
+    gaps: {unknown share: mean over checkpoints of (fitted share of known
+    examples - fitted share of unknown examples)}, for the sets holding both
+    kinds. Reproduced: every gap positive and their mean at least `margin`;
+    partly: a positive mean gap; not reproduced otherwise.
+    """
+    if not gaps:
+        return judged(False, False, "needs a set holding both known and unknown examples", {"gaps": gaps})
+    mean_gap = float(np.mean(list(gaps.values())))
+    return judged(all(g > 0 for g in gaps.values()) and mean_gap >= margin - 1e-12, mean_gap > 0,
+                  f"in every mixed set the known examples are fitted ahead of the unknown ones and the gap, "
+                  f"averaged over checkpoints and sets, is at least {margin:g} (reproduced); a positive mean gap "
+                  "(partly)", {"gaps": gaps, "mean_gap": mean_gap})
+
+
+def verdict_unknown_hurts(fit: dict, converged: dict, drop: float = 0.05) -> dict:
+    """Gekhman et al.: the more unknown examples a model has fitted, the worse it answers what it knew.
+
+    fit: `gekhman_fit` over the checkpoints; converged: {unknown share: test
+    accuracy at the last epoch}. Reproduced: b_unk's 95% interval below zero,
+    b_unk below b_kn, and the all-unknown set's converged accuracy at least
+    `drop` below the all-known set's; partly: one of the two signs (b_unk < 0,
+    or the drop); not reproduced otherwise.
+    """
+    shares = sorted(converged)
+    fall = converged[shares[0]] - converged[shares[-1]]
+    negative = fit["ci_b_unk"][1] < 0 and fit["b_unk"] < fit["b_kn"]
+    return judged(negative and fall >= drop - 1e-12, fit["b_unk"] < 0 or fall >= drop - 1e-12,
+                  f"b_unk's 95% interval lies below zero and below b_kn, and at convergence the set of "
+                  f"{shares[-1]:.0%} unknown examples answers the known test people at least {drop:g} worse than "
+                  f"the set of {shares[0]:.0%} (reproduced); one of the two (partly)",
+                  {"b_kn": fit["b_kn"], "b_unk": fit["b_unk"], "ci_b_unk": fit["ci_b_unk"],
+                   "converged_accuracy": converged, "fall": fall})
+
+
+# --- what tuning does to knowledge: conflicting answers (Ren et al. 2024) ---------------------------------
+
+def conflict_rows(base_kwargs_: dict, share: float, size: int, config: tuning.TuneConfig, seeds: list,
+                  label: dict, style: str = "simplified") -> list:
+    """One row per seed: held-out accuracy and knowledge consistency after tuning on a conflict set."""
+    from . import knowledge
+    spec = knowledge.ConflictSpec(size=size, counterfactual_share=share, style=style)
+    return [{**label, "seed": seed, "share": share,
+             **knowledge.conflict(base_spec(seed=seed, **base_kwargs_), spec, replace(config, seed=seed))}
+            for seed in seeds]
+
+
+def verdict_conflict_hurts(accuracy: dict, margin: float = 0.1, tolerance: float = 0.02) -> dict:
+    """Ren et al.: tuning on answers that contradict the base's knowledge hurts.
+
+    accuracy: {counterfactual share: mean held-out accuracy on known people}.
+    Reproduced: accuracy never rises by more than `tolerance` from one share to
+    the next and the largest share is at least `margin` below the smallest;
+    partly: the largest share below the smallest by more than `tolerance`.
+    """
+    shares = sorted(accuracy)
+    values = [accuracy[s] for s in shares]
+    fall = values[0] - values[-1]
+    monotone = all(b <= a + tolerance for a, b in zip(values, values[1:]))
+    return judged(monotone and fall >= margin - 1e-12, fall > tolerance,
+                  f"held-out accuracy falls as the share of counterfactual answers grows (never rising by more "
+                  f"than {tolerance:g}) and ends at least {margin:g} below the consistent set (reproduced); ends "
+                  f"more than {tolerance:g} below it (partly)", {"accuracy": accuracy, "fall": fall,
+                                                                  "monotone": monotone})
+
+
+def verdict_consistency_predicts(rows, threshold: float = 0.5) -> dict:
+    """Ren et al.: the consistency of the model's knowledge before and after tuning predicts how well tuning works.
+
+    rows: one per run, with `share`, `rank_correlation` (base vs tuned candidate
+    scores) and `accuracy`. Reproduced: Spearman rho of consistency with
+    accuracy over all runs at least `threshold`, and positive on average within
+    one counterfactual share (so not only through the share); partly: the pooled
+    rho alone; not reproduced otherwise.
+    """
+    import pandas as pd
+    from scipy.stats import spearmanr
+    rows = pd.DataFrame(rows)
+    pooled = float(spearmanr(rows.rank_correlation, rows.accuracy).statistic)
+    within = [float(spearmanr(g.rank_correlation, g.accuracy).statistic) for _, g in rows.groupby("share")
+              if g.rank_correlation.nunique() > 1 and g.accuracy.nunique() > 1]
+    within_mean = float(np.mean(within)) if within else float("nan")
+    return judged(pooled >= threshold and within_mean > 0, pooled >= threshold,
+                  f"Spearman rho of the knowledge's consistency (rank correlation of base and tuned candidate "
+                  f"scores) with held-out accuracy is at least {threshold:g} over all runs and positive on average "
+                  "within one counterfactual share (reproduced); the pooled rho alone (partly)",
+                  {"rho_pooled": pooled, "rho_within_share": within_mean, "num_runs": len(rows)})

@@ -81,6 +81,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             part="Changing the model less", runs_beside="05_lora_config"),
     Chapter("11_pseudo_forgetting", "Pseudo or actual forgetting", "notebooks/11_pseudo_forgetting.ipynb",
             part="What tuning does to knowledge"),
+    Chapter("12_known_unknown", "Known and unknown examples", "notebooks/12_known_unknown.ipynb",
+            part="What tuning does to knowledge"),
 )
 # Pages that are not executed: (part, file under book/, title), after the chapters.
 STATIC_PAGES = (("Back matter", "references", "References"),)
