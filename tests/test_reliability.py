@@ -437,6 +437,31 @@ def test_evaluate_json_byte_identical(two_evaluations):
     assert first == second
 
 
+def test_in_context_pass_only_when_asked_and_equal_to_one_direct_pass(cache_dir):
+    """evaluate(icl=True) adds the in-context base's KL and ranks of the same responses, in the same order."""
+    from tunestudy import evaluation, metrics
+    spec, data_spec, config = tiny_spec(), pipeline.SetSpec(kind="mix", size=16), tuning.TuneConfig(method="lora", steps=3)
+    plain = pipeline.evaluate(spec, data_spec, config)
+    assert "kl_icl" not in plain["positions"] and artifacts(cache_dir, "icl_shift") == []
+    with_icl = pipeline.evaluate(spec, data_spec, config, icl=True)
+    assert {k: v for k, v in with_icl["positions"].items() if "_icl" not in k} == plain["positions"]
+    # directly: the tuned model's greedy responses, scored against the base shown the first tuning examples
+    from tunestudy import world as W
+    world = W.generate_world(spec.world)
+    questions = pipeline.eval_questions(world)
+    base_model, tokenizer = pipeline.load_base(spec)
+    tuned_model, _ = pipeline.load_tuned(spec, data_spec, config)
+    tuning_set = pipeline.make_set(world, data_spec, config.seed)
+    budget = evaluation.token_budget(tokenizer, [e.response for e in tuning_set], minimum=evaluation.MAX_NEW_TOKENS)
+    prompt_ids, responses = metrics.greedy_responses(tuned_model, tokenizer, [q.prompt for q in questions], budget)
+    context = evaluation.icl_prefix(tuning_set)
+    shifts = metrics.shift_analysis(base_model, tuned_model, prompt_ids, responses, tokenizer.pad_token_id,
+                                    base_prompts=[tokenizer(context + q.prompt)["input_ids"] for q in questions])
+    assert with_icl["positions"]["kl_icl"] == [float(v) for s in shifts for v in s["kl"]]
+    assert with_icl["positions"]["base_rank_icl"] == [int(v) for s in shifts for v in s["base_rank"]]
+    assert len(with_icl["positions"]["kl_icl"]) == len(plain["positions"]["kl"])
+
+
 # --- divergence --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["lora", "full"])

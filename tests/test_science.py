@@ -334,6 +334,17 @@ def test_summarize_every_number_by_hand():
         assert summary[key] == pytest.approx(expected, rel=1e-12, abs=1e-15), key
 
 
+def test_summarize_without_the_in_context_pass_has_no_icl_numbers():
+    """An evaluation asked without icl=True: the same numbers, and none of the in-context base's."""
+    result = hand_result()
+    del result["positions"]["kl_icl"], result["positions"]["base_rank_icl"]
+    summary = summarize(result)
+    expected = {k: v for k, v in EXPECTED_SUMMARY.items() if "_icl" not in k}
+    assert set(summary) == set(expected)
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
 def test_summarize_role_without_positions_is_nan():
     result = hand_result()
     result["positions"]["role"] = ["style"] * 4 + ["value"] * 4

@@ -1,6 +1,6 @@
 """The cached evaluations: the base's completion probe and every metric of a tuned model on held-out questions.
 
-Artifact kinds "base_probe" and "evaluation"; both hash `SOURCES`.
+Artifact kinds "base_probe", "base_answers", "evaluation", "icl_shift" and "training_fit"; all hash `SOURCES`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .bases import BaseSpec, load_base, normal_epoch
 from .sets import SetSpec, eval_questions, file_split, make_set
 from .tuned import load_tuned, train_log, tune_params
 
-__all__ = ["ICL_SHOTS", "JUDGEMENTS", "MAX_NEW_TOKENS", "SOURCES", "answer_record", "base_answers", "base_probe", "evaluate", "icl_prefix",
+__all__ = ["ICL_SHOTS", "JUDGEMENTS", "MAX_NEW_TOKENS", "SOURCES", "answer_record", "base_answers", "base_probe", "evaluate", "icl_prefix", "icl_shift",
            "most_similar_person", "position_records", "probe", "response_roles", "token_budget", "training_fit"]
 
 SOURCES = tuned.SOURCES + ("evaluation.py", "metrics.py")
@@ -97,27 +97,41 @@ def icl_prefix(examples: list) -> str:
 
 # --- evaluation --------------------------------------------------------------------------------
 
-def evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:
-    """Every metric of STUDY.md for one tuned model on the held-out questions (cached)."""
+def evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None,
+             icl: bool = False) -> dict:
+    """Every metric of STUDY.md for one tuned model on the held-out questions (cached).
+
+    icl=True adds the comparison with the base shown in-context examples
+    (positions "kl_icl" and "base_rank_icl", kind "icl_shift"): a second pass
+    over every response, so only the chapters that read it ask for it.
+    """
     params = tune_params(base, data, config, epoch)
-    return cache.cached_json("evaluation", params, lambda: _evaluate(base, data, config, params["base_epoch"]),
-                             sources=SOURCES, label=tuned.run_label(data, config, params["base_epoch"]))
+    result = cache.cached_json("evaluation", params, lambda: _evaluate(base, data, config, params["base_epoch"]),
+                               sources=SOURCES, label=tuned.run_label(data, config, params["base_epoch"]))
+    if icl:
+        result["positions"].update(icl_shift(base, data, config, epoch))
+    return result
 
 
-def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
+def _responses(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
+    """The base, the tuned model and the tuned model's greedy responses to the held-out questions."""
     world = W.generate_world(base.world)
     questions = eval_questions(world) if data.synthetic else file_split(data.path)[1]
     base_model, tokenizer = load_base(base, epoch)
     tuned_model, _ = load_tuned(base, data, config, epoch)
-    prompts = [q.prompt for q in questions]
     tuning_set = make_set(world, data, config.seed)
     budget = token_budget(tokenizer, [e.response for e in tuning_set], minimum=MAX_NEW_TOKENS)
-    prompt_ids, responses = metrics.greedy_responses(tuned_model, tokenizer, prompts, budget)
-    shifts = metrics.shift_analysis(base_model, tuned_model, prompt_ids, responses, tokenizer.pad_token_id)
-    context = icl_prefix(tuning_set)
-    icl_prompt_ids = [tokenizer(context + p)["input_ids"] for p in prompts]
-    shifts_icl = metrics.shift_analysis(base_model, tuned_model, prompt_ids, responses, tokenizer.pad_token_id,
-                                        base_prompts=icl_prompt_ids)
+    prompt_ids, responses = metrics.greedy_responses(tuned_model, tokenizer, [q.prompt for q in questions], budget)
+    return {"world": world, "questions": questions, "base_model": base_model, "tuned_model": tuned_model,
+            "tokenizer": tokenizer, "tuning_set": tuning_set, "prompt_ids": prompt_ids, "responses": responses}
+
+
+def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
+    run = _responses(base, data, config, epoch)
+    world, questions, tokenizer, tuning_set = run["world"], run["questions"], run["tokenizer"], run["tuning_set"]
+    tuned_model, responses = run["tuned_model"], run["responses"]
+    shifts = metrics.shift_analysis(run["base_model"], tuned_model, run["prompt_ids"], responses,
+                                    tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     tuning_people = {e.person for e in tuning_set}
     # answers are checked against the world's ground truth; a file's answers have none to check
@@ -125,13 +139,10 @@ def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: i
         if data.synthetic else []
     responses_on_view = [] if data.synthetic else [{"question": q.instruction, "answer": t.strip()}
                                                    for q, t in zip(questions, texts)]
-    positions = position_records(questions, responses, shifts, tokenizer)
-    positions["kl_icl"] = [float(v) for shift in shifts_icl for v in shift["kl"]]
-    positions["base_rank_icl"] = [int(v) for shift in shifts_icl for v in shift["base_rank"]]
     known_people = [p for p in world.people if p.known]
-    result = {
+    return {
         "answers": answers,
-        "positions": positions,
+        "positions": position_records(questions, responses, shifts, tokenizer),
         "probe_after": probe(tuned_model, tokenizer, known_people),
         "probe_before": base_probe(base, epoch)["known"],
         # wall-clock seconds stay in the tuned model's folder: the evaluation holds only results,
@@ -139,7 +150,29 @@ def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: i
         "train_log": {k: v for k, v in train_log(base, data, config, epoch).items() if k != "seconds"},
         "file_answers": responses_on_view,  # an instruction file's held-out answers, unjudged
     }
-    return result
+
+
+def icl_shift(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:
+    """The tuned model's responses scored against the base shown `ICL_SHOTS` tuning examples first (cached).
+
+    URIAL's comparison: per response position, the KL and the tuned token's
+    rank under the in-context base, in the order of `evaluate`'s positions
+    (the same greedy responses, generated again).
+    """
+    params = tune_params(base, data, config, epoch)
+
+    def compute():
+        run = _responses(base, data, config, params["base_epoch"])
+        tokenizer = run["tokenizer"]
+        context = icl_prefix(run["tuning_set"])
+        icl_prompt_ids = [tokenizer(context + q.prompt)["input_ids"] for q in run["questions"]]
+        shifts = metrics.shift_analysis(run["base_model"], run["tuned_model"], run["prompt_ids"], run["responses"],
+                                        tokenizer.pad_token_id, base_prompts=icl_prompt_ids)
+        return {"kl_icl": [float(v) for shift in shifts for v in shift["kl"]],
+                "base_rank_icl": [int(v) for shift in shifts for v in shift["base_rank"]]}
+
+    return cache.cached_json("icl_shift", params, compute, sources=SOURCES,
+                             label=tuned.run_label(data, config, params["base_epoch"]))
 
 
 def training_fit(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:

@@ -30,8 +30,9 @@ __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_si
            "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
            "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
            "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting",
-           "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
-           "verdict_consistency_predicts", "verdict_unknown_fitted_slower", "verdict_unknown_hurts"]
+           "answers_frame", "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
+           "verdict_consistency_predicts", "verdict_unknown_fitted_slower", "verdict_unknown_hallucinates",
+           "verdict_unknown_hurts"]
 
 # A chapter page shows results, not library deprecation notices (models.py silences transformers).
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -66,9 +67,6 @@ def summarize(result: dict) -> dict:
         "kl_topk_mean": float(np.mean(pos["kl_topk"])),
         "kl_top10_mean": float(np.mean(pos["kl_top10"])),
         "kl_top5_share": metrics.kl_summary(kl)["top_share"],
-        "kl_mean_icl": float(np.mean(pos["kl_icl"])),
-        "kl_top5_share_icl": metrics.kl_summary(pos["kl_icl"])["top_share"],
-        "shifted_share_icl": float(np.mean(np.array(pos["base_rank_icl"]) > 3)),
         "shifted_share": float(np.mean(ranks > 3)),
         "marginal_share": float(np.mean((ranks > 1) & (ranks <= 3))),
         "final_loss": float(np.mean(result["train_log"]["loss"][-10:])),
@@ -82,7 +80,13 @@ def summarize(result: dict) -> dict:
         picked = roles == role
         out[f"kl_mean_{role}"] = float(kl[picked].mean()) if picked.any() else float("nan")
         out[f"shifted_share_{role}"] = float(np.mean(ranks[picked] > 3)) if picked.any() else float("nan")
-        out[f"kl_mean_icl_{role}"] = float(np.array(pos["kl_icl"])[picked].mean()) if picked.any() else float("nan")
+    if "kl_icl" in pos:  # an evaluation asked with icl=True: the base shown in-context examples
+        kl_icl = np.array(pos["kl_icl"])
+        out.update({"kl_mean_icl": float(kl_icl.mean()), "kl_top5_share_icl": metrics.kl_summary(kl_icl)["top_share"],
+                    "shifted_share_icl": float(np.mean(np.array(pos["base_rank_icl"]) > 3))})
+        for role in W.ROLES:
+            picked = roles == role
+            out[f"kl_mean_icl_{role}"] = float(kl_icl[picked].mean()) if picked.any() else float("nan")
     return out
 
 
@@ -92,16 +96,20 @@ def _mean(values: list) -> float:
 
 
 def evaluations(base_kwargs: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
-                epoch: int | None = None) -> list:
-    """(seed, evaluate(...)) for each seed: each seed has its own world, base and tuning order."""
-    return [(seed, evaluate(base_spec(seed=seed, **base_kwargs), data, replace(config, seed=seed), epoch))
+                epoch: int | None = None, icl: bool = False) -> list:
+    """(seed, evaluate(...)) for each seed: each seed has its own world, base and tuning order.
+
+    icl=True adds the in-context base's comparison (see `evaluation.evaluate`).
+    """
+    return [(seed, evaluate(base_spec(seed=seed, **base_kwargs), data, replace(config, seed=seed), epoch, icl=icl))
             for seed in seeds]
 
 
 def replicate(base_kwargs: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list,
-              epoch: int | None = None) -> list:
-    """One row of `summarize` numbers per seed."""
-    return [{"seed": seed, **summarize(result)} for seed, result in evaluations(base_kwargs, data, config, seeds, epoch)]
+              epoch: int | None = None, icl: bool = False) -> list:
+    """One row of `summarize` numbers per seed (with the in-context base's numbers when icl=True)."""
+    return [{"seed": seed, **summarize(result)}
+            for seed, result in evaluations(base_kwargs, data, config, seeds, epoch, icl=icl)]
 
 
 SMOKE_SEEDS = 2  # replicates in smoke mode: enough to draw a spread, fast enough for the tests
@@ -244,14 +252,14 @@ def sorted_kl_curves(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfi
                      key: str = "kl", num_points: int = 101) -> np.ndarray:
     """(seeds, num_points) per-position KL sorted descending, sampled at percentiles 0..100."""
     return np.array([metrics.kl_summary(result["positions"][key], num_points=num_points)["curve"]
-                     for _, result in evaluations(base_kwargs_, data, config, seeds)])
+                     for _, result in evaluations(base_kwargs_, data, config, seeds, icl=key.endswith("_icl"))])
 
 
-def positions_table(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list):
+def positions_table(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list, icl: bool = False):
     """All scored positions of all seeds as one pandas DataFrame (one row per response token)."""
     import pandas as pd
     frames = [pd.DataFrame(result["positions"]).assign(seed=seed)
-              for seed, result in evaluations(base_kwargs_, data, config, seeds)]
+              for seed, result in evaluations(base_kwargs_, data, config, seeds, icl=icl)]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -269,20 +277,27 @@ def all_answers(base_kwargs_: dict, data: SetSpec, configs: dict, seeds: list, e
     question, truth, answer, judgement (evaluation.JUDGEMENTS). An instruction file's
     answers carry no truth and no judgement.
     """
-    import pandas as pd
-    rows = []
+    per_model = {}
     for seed in seeds:
         spec = base_spec(seed=seed, **base_kwargs_)
-        per_model = {} if not data.synthetic else {"base": base_answers(spec, epoch)}
+        if data.synthetic:
+            per_model[seed, "base"] = base_answers(spec, epoch)
         for name, config in configs.items():
             result = evaluate(spec, data, replace(config, seed=seed), epoch)
-            per_model[name] = result["answers"] if data.synthetic else result["file_answers"]
-        for name, answers in per_model.items():
-            for i, a in enumerate(answers):
-                rows.append({"seed": seed, "model": name, "index": i,
-                             "group": ("known" if a["known"] else "unknown") if "known" in a else "",
-                             "question": a["question"], "truth": a.get("truth", ""), "answer": a["answer"],
-                             "judgement": a.get("judgement", "")})
+            per_model[seed, name] = result["answers"] if data.synthetic else result["file_answers"]
+    return answers_frame(per_model)
+
+
+def answers_frame(per_model: dict):
+    """{(seed, model name): answer records} as one DataFrame in `all_answers`' columns, one row per answer."""
+    import pandas as pd
+    rows = []
+    for (seed, name), answers in per_model.items():
+        for i, a in enumerate(answers):
+            rows.append({"seed": seed, "model": name, "index": i,
+                         "group": ("known" if a["known"] else "unknown") if "known" in a else "",
+                         "question": a["question"], "truth": a.get("truth", ""), "answer": a["answer"],
+                         "judgement": a.get("judgement", "")})
     return pd.DataFrame(rows)
 
 
@@ -796,28 +811,38 @@ def verdict_pseudo_forgetting(recovered: dict, pseudo: float = 0.8, actual: floa
 # --- what tuning does to knowledge: known and unknown examples (Gekhman et al. 2024) ---------------------
 
 def checkpoint_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list, checkpoints: list,
-                    label: dict) -> list:
-    """One row per (seed, checkpoint epoch) of one configuration: fitted shares and held-out measures."""
+                    label: dict, answers: dict | None = None) -> list:
+    """One row per (seed, checkpoint epoch) of one configuration: fitted shares and held-out measures.
+
+    `answers`, if given, receives {(seed, label values joined): the last checkpoint's answers}.
+    """
     from . import knowledge
-    return [{**label, "seed": seed, **record} for seed in seeds
-            for record in knowledge.fit_checkpoints(base_spec(seed=seed, **base_kwargs_), data,
-                                                     replace(config, seed=seed), checkpoints)]
+    rows = []
+    for seed in seeds:
+        result = knowledge.fit_checkpoints(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed),
+                                           checkpoints)
+        rows += [{**label, "seed": seed, **record} for record in result["checkpoints"]]
+        if answers is not None:
+            answers[seed, ", ".join(str(v) for v in label.values())] = result["answers"]
+    return rows
 
 
-def gekhman_fit(rows, accuracy: str = "test_accuracy") -> dict:
+def gekhman_fit(rows, measure: str = "test_accuracy") -> dict:
     """Gekhman et al.'s linear model, Acc = b0 + b_kn N_kn/|D| + b_unk N_unk/|D|, fitted by OLS (statsmodels).
 
     rows: a DataFrame (or list of dicts) with n_known_fitted, n_unknown_fitted,
-    n_known, n_unknown and the accuracy column, one row per checkpoint.
-    Accuracy enters in percentage points, as in their paper. Returns the
-    coefficients, their 95% confidence intervals, R^2 and the number of rows.
+    n_known, n_unknown and the `measure` column (a share: accuracy, or a
+    hallucination rate fitted the same way), one row per checkpoint. The
+    measure enters in percentage points, as accuracy does in their paper.
+    Returns the coefficients, their 95% confidence intervals, R^2 and the
+    number of rows.
     """
     import pandas as pd
     import statsmodels.api as sm
     rows = pd.DataFrame(rows)
     size = (rows.n_known + rows.n_unknown).to_numpy(float)
     design = np.column_stack([np.ones(len(rows)), rows.n_known_fitted / size, rows.n_unknown_fitted / size])
-    fit = sm.OLS(100.0 * rows[accuracy].to_numpy(float), design).fit()
+    fit = sm.OLS(100.0 * rows[measure].to_numpy(float), design).fit()
     low, high = fit.conf_int(0.05).T
     names = ("b0", "b_kn", "b_unk")
     return {**{n: float(v) for n, v in zip(names, fit.params)},
@@ -869,16 +894,37 @@ def verdict_unknown_hurts(fit: dict, converged: dict, drop: float = 0.05) -> dic
                    "converged_accuracy": converged, "fall": fall})
 
 
+def verdict_unknown_hallucinates(fit: dict) -> dict:
+    """Gekhman et al.: the more unknown examples a model has fitted, the more it hallucinates.
+
+    fit: `gekhman_fit` of the hallucination rate (a wrong value stated about a
+    known test person) over the checkpoints. Reproduced: b_unk's 95% interval
+    above zero and above b_kn's; partly: b_unk above b_kn; not reproduced otherwise.
+    """
+    return judged(fit["ci_b_unk"][0] > 0 and fit["ci_b_unk"][0] > fit["ci_b_kn"][1], fit["b_unk"] > fit["b_kn"],
+                  "in the same linear model fitted to the hallucination rate, b_unk's 95% interval lies above zero "
+                  "and above b_kn's (reproduced); b_unk above b_kn (partly)",
+                  {"b_kn": fit["b_kn"], "b_unk": fit["b_unk"], "ci_b_kn": fit["ci_b_kn"], "ci_b_unk": fit["ci_b_unk"]})
+
+
 # --- what tuning does to knowledge: conflicting answers (Ren et al. 2024) ---------------------------------
 
 def conflict_rows(base_kwargs_: dict, share: float, size: int, config: tuning.TuneConfig, seeds: list,
-                  label: dict, style: str = "simplified") -> list:
-    """One row per seed: held-out accuracy and knowledge consistency after tuning on a conflict set."""
-    from . import knowledge
-    spec = knowledge.ConflictSpec(size=size, counterfactual_share=share, style=style)
-    return [{**label, "seed": seed, "share": share,
-             **knowledge.conflict(base_spec(seed=seed, **base_kwargs_), spec, replace(config, seed=seed))}
-            for seed in seeds]
+                  label: dict, style: str = "simplified", answers: dict | None = None) -> list:
+    """One row per seed: held-out accuracy and knowledge consistency after tuning on a conflict set.
+
+    `answers`, if given, receives {(seed, label values and share joined): the held-out answers}.
+    """
+    from . import conflict
+    spec = conflict.ConflictSpec(size=size, counterfactual_share=share, style=style)
+    rows = []
+    for seed in seeds:
+        result = conflict.conflict(base_spec(seed=seed, **base_kwargs_), spec, replace(config, seed=seed))
+        if answers is not None:
+            answers[seed, ", ".join([*(str(v) for v in label.values()), f"{share:.0%} counterfactual"])] = \
+                result["answers"]
+        rows.append({**label, "seed": seed, "share": share, **{k: v for k, v in result.items() if k != "answers"}})
+    return rows
 
 
 def verdict_conflict_hurts(accuracy: dict, margin: float = 0.1, tolerance: float = 0.02) -> dict:

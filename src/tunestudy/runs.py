@@ -83,6 +83,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             part="What tuning does to knowledge"),
     Chapter("12_known_unknown", "Known and unknown examples", "notebooks/12_known_unknown.ipynb",
             part="What tuning does to knowledge"),
+    Chapter("13_knowledge_conflict", "Conflicting answers and consistent knowledge",
+            "notebooks/13_knowledge_conflict.ipynb", part="What tuning does to knowledge"),
 )
 # Pages that are not executed: (part, file under book/, title), after the chapters.
 STATIC_PAGES = (("Back matter", "references", "References"),)
