@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunestudy import bases, cache, evaluation, restoring, screening, studies, tuned
+from tunestudy import bases, cache, conflict, evaluation, knowledge, restoring, screening, studies, tuned
 
 PACKAGE = Path(cache.__file__).parent
 # cache.py decides where an artifact lives and what its key is, not what it holds.
@@ -48,7 +48,8 @@ def closure(module_file: str) -> set:
 
 @pytest.mark.parametrize("module, sources", [
     ("bases.py", bases.SOURCES), ("tuned.py", tuned.SOURCES), ("evaluation.py", evaluation.SOURCES),
-    ("studies.py", studies.SOURCES), ("screening.py", screening.SOURCES), ("restoring.py", restoring.SOURCES)])
+    ("studies.py", studies.SOURCES), ("screening.py", screening.SOURCES), ("restoring.py", restoring.SOURCES),
+    ("knowledge.py", knowledge.SOURCES), ("conflict.py", conflict.SOURCES)])
 def test_each_kind_hashes_every_module_its_build_imports(module, sources):
     missing = closure(module) - set(sources) - NOT_CONTENT
     assert not missing, f"{module}'s cached kinds do not hash {sorted(missing)}: add them to its SOURCES"
@@ -68,6 +69,13 @@ def test_the_new_chapters_kinds_leave_the_old_keys_alone():
         assert module in studies.SOURCES
         assert module not in evaluation.SOURCES + tuned.SOURCES + bases.SOURCES + restoring.SOURCES
     assert "restoring.py" in restoring.SOURCES and "restoring.py" not in studies.SOURCES
+
+
+def test_the_knowledge_chapters_kinds_leave_the_other_keys_alone():
+    """fit_checkpoints and conflict hash their own modules; editing conflict.py leaves fit_checkpoints' keys."""
+    others = evaluation.SOURCES + tuned.SOURCES + bases.SOURCES + restoring.SOURCES + studies.SOURCES
+    assert "knowledge.py" not in others and "conflict.py" not in others
+    assert "conflict.py" not in knowledge.SOURCES and "knowledge.py" in conflict.SOURCES
 
 
 def test_a_base_does_not_hash_metrics_or_the_evaluation():

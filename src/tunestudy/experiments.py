@@ -877,8 +877,8 @@ def verdict_unknown_fitted_slower(gaps: dict, margin: float = 0.1) -> dict:
 def verdict_unknown_hurts(fit: dict, converged: dict, drop: float = 0.05) -> dict:
     """Gekhman et al.: the more unknown examples a model has fitted, the worse it answers what it knew.
 
-    fit: `gekhman_fit` over the checkpoints; converged: {unknown share: test
-    accuracy at the last epoch}. Reproduced: b_unk's 95% interval below zero,
+    fit: `gekhman_fit` over the checkpoints; converged: {unknown share in
+    percent: test accuracy at the last epoch}. Reproduced: b_unk's 95% interval below zero,
     b_unk below b_kn, and the all-unknown set's converged accuracy at least
     `drop` below the all-known set's; partly: one of the two signs (b_unk < 0,
     or the drop); not reproduced otherwise.
@@ -888,8 +888,8 @@ def verdict_unknown_hurts(fit: dict, converged: dict, drop: float = 0.05) -> dic
     negative = fit["ci_b_unk"][1] < 0 and fit["b_unk"] < fit["b_kn"]
     return judged(negative and fall >= drop - 1e-12, fit["b_unk"] < 0 or fall >= drop - 1e-12,
                   f"b_unk's 95% interval lies below zero and below b_kn, and at convergence the set of "
-                  f"{shares[-1]:.0%} unknown examples answers the known test people at least {drop:g} worse than "
-                  f"the set of {shares[0]:.0%} (reproduced); one of the two (partly)",
+                  f"{shares[-1]:g}% unknown examples answers the known test people at least {drop:g} worse than "
+                  f"the set of {shares[0]:g}% (reproduced); one of the two (partly)",
                   {"b_kn": fit["b_kn"], "b_unk": fit["b_unk"], "ci_b_unk": fit["ci_b_unk"],
                    "converged_accuracy": converged, "fall": fall})
 
