@@ -60,6 +60,15 @@ def test_noiseless_data_gives_exact_coefficients_and_r2_of_one():
     assert fit["r2"] == pytest.approx(1.0)
 
 
+def test_linear_model_without_unknown_examples_has_no_coefficients():
+    rows = checkpoint_table(10.0, 2.0, -4.0, noise=1.0, seed=5)
+    rows["n_unknown_fitted"] = 0  # a column of zeros: b_unk cannot be told apart
+    fit = X.gekhman_fit(rows)
+    assert all(math.isnan(fit[k]) for k in ("b0", "b_kn", "b_unk", "r2")) and fit["n"] == 60
+    assert all(math.isnan(v) for v in fit["ci_b_unk"])
+    assert X.verdict_unknown_hallucinates(fit)["verdict"] == NOT
+
+
 def test_early_and_converged_take_the_first_best_dev_epoch_and_the_last():
     rows = [{"epoch": 5.0, "dev_accuracy": 0.5}, {"epoch": 1.0, "dev_accuracy": 0.25},
             {"epoch": 2.0, "dev_accuracy": 0.5}, {"epoch": 8.0, "dev_accuracy": 0.375}]
@@ -265,6 +274,13 @@ def test_conflict_hurts():
 
 def runs_table(pairs):
     return [{"share": s, "rank_correlation": c, "accuracy": a} for s, c, a in pairs]
+
+
+def test_spearman_of_constant_input_is_nan_without_warning(recwarn):
+    assert X.spearman([1, 2, 3], [2, 4, 9]) == pytest.approx(1.0)
+    assert X.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(X.spearman([1, 1, 1], [1, 2, 3])) and math.isnan(X.spearman([1, 2], [5, 5]))
+    assert not recwarn.list
 
 
 def test_consistency_predicts():

@@ -30,7 +30,7 @@ __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_si
            "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
            "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
            "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting",
-           "answers_frame", "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
+           "answers_frame", "spearman", "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
            "verdict_consistency_predicts", "verdict_unknown_fitted_slower", "verdict_unknown_hallucinates",
            "verdict_unknown_hurts"]
 
@@ -835,16 +835,20 @@ def gekhman_fit(rows, measure: str = "test_accuracy") -> dict:
     hallucination rate fitted the same way), one row per checkpoint. The
     measure enters in percentage points, as accuracy does in their paper.
     Returns the coefficients, their 95% confidence intervals, R^2 and the
-    number of rows.
+    number of rows; NaN for all of them when the checkpoints cannot separate
+    the two shares (as many rows as coefficients, or collinear columns).
     """
     import pandas as pd
     import statsmodels.api as sm
     rows = pd.DataFrame(rows)
     size = (rows.n_known + rows.n_unknown).to_numpy(float)
     design = np.column_stack([np.ones(len(rows)), rows.n_known_fitted / size, rows.n_unknown_fitted / size])
+    names = ("b0", "b_kn", "b_unk")
+    if len(rows) <= 3 or np.linalg.matrix_rank(design) < 3:  # too few or collinear checkpoints: no coefficients
+        nan = float("nan")
+        return {**{n: nan for n in names}, **{f"ci_{n}": [nan, nan] for n in names}, "r2": nan, "n": len(rows)}
     fit = sm.OLS(100.0 * rows[measure].to_numpy(float), design).fit()
     low, high = fit.conf_int(0.05).T
-    names = ("b0", "b_kn", "b_unk")
     return {**{n: float(v) for n, v in zip(names, fit.params)},
             **{f"ci_{n}": [float(lo), float(hi)] for n, lo, hi in zip(names, low, high)},
             "r2": float(fit.rsquared), "n": len(rows)}
@@ -946,6 +950,15 @@ def verdict_conflict_hurts(accuracy: dict, margin: float = 0.1, tolerance: float
                                                                   "monotone": monotone})
 
 
+def spearman(x, y) -> float:
+    """Spearman's rho of two sequences; NaN (and no warning) when either has fewer than two distinct values."""
+    from scipy.stats import spearmanr
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(np.unique(x)) < 2 or len(np.unique(y)) < 2:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
 def verdict_consistency_predicts(rows, threshold: float = 0.5) -> dict:
     """Ren et al.: the consistency of the model's knowledge before and after tuning predicts how well tuning works.
 
@@ -956,11 +969,9 @@ def verdict_consistency_predicts(rows, threshold: float = 0.5) -> dict:
     rho alone; not reproduced otherwise.
     """
     import pandas as pd
-    from scipy.stats import spearmanr
     rows = pd.DataFrame(rows)
-    pooled = float(spearmanr(rows.rank_correlation, rows.accuracy).statistic)
-    within = [float(spearmanr(g.rank_correlation, g.accuracy).statistic) for _, g in rows.groupby("share")
-              if g.rank_correlation.nunique() > 1 and g.accuracy.nunique() > 1]
+    pooled = spearman(rows.rank_correlation, rows.accuracy)
+    within = [r for _, g in rows.groupby("share") if (r := spearman(g.rank_correlation, g.accuracy)) == r]
     within_mean = float(np.mean(within)) if within else float("nan")
     return judged(pooled >= threshold and within_mean > 0, pooled >= threshold,
                   f"Spearman rho of the knowledge's consistency (rank correlation of base and tuned candidate "
