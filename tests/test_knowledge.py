@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tunestudy import conflict as C, experiments as X, knowledge as K, tuning, world as W
+from tunestudy import candidates as CA, conflict as C, experiments as X, knowledge as K, tuning, world as W
 
 REPRODUCED, PARTLY, NOT = "reproduced", "partly reproduced", "not reproduced"
 
@@ -180,10 +180,21 @@ def test_candidate_logprobs_equal_one_pass_per_candidate(tiny):
     model, tokenizer = tiny
     prompts = ["Ada was born in", "Ada studied at"]
     candidates = [["Paris", "New York", "Lima"], ["Paris", "New York Lima"]]
-    fast = C.candidate_logprobs(model, tokenizer, prompts, candidates, batch_size=2)  # batches cut across prompts
+    fast = CA.candidate_logprobs(model, tokenizer, prompts, candidates, batch_size=2)  # batches cut across prompts
     for scores, prompt, options in zip(fast, prompts, candidates):
         assert len(scores) == len(options)
         assert list(scores) == pytest.approx([slow_logprob(model, tokenizer, prompt, c) for c in options], abs=1e-5)
+
+
+def test_top_candidate_share_by_hand():
+    scores = [np.array([0.0, -1.0, -2.0]), np.array([-3.0, -0.5, -0.5]), np.array([-1.0, -1.0])]
+    options = [["Paris", "Lima", "Oslo"], ["Yale", "Rice", "Duke"], ["Acme", "Hooli"]]
+    # top: Paris (right), Rice (first of the tie; truth Duke: wrong), Acme (first of the tie: right)
+    assert CA.top_candidate_share(scores, options, ["Paris", "Duke", "Acme"]) == pytest.approx(2 / 3)
+    prompts, pools, values = CA.candidate_questions(WORLD.people[:2])
+    assert len(prompts) == 2 * len(CA.CANDIDATE_ATTRIBUTES) and "birth_date" not in CA.CANDIDATE_ATTRIBUTES
+    assert all(v in pool for v, pool in zip(values, pools))
+    assert prompts[0] == W.probe_prompt(WORLD.people[0], CA.CANDIDATE_ATTRIBUTES[0])
 
 
 def test_consistency_of_hand_made_scores():

@@ -55,3 +55,33 @@ def test_restored_refuses_a_bad_spec_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="restore_epochs"):
         restoring.restored(spec, SetSpec(kind="unknown", size=4), TuneConfig(), restoring.RestoreSpec(epochs=0))
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+# --- the format-free reading of the two stages -------------------------------------------------------------
+
+def stage(probe_before, probe_after, candidates_before, candidates_after):
+    return {"probe_before": probe_before, "probe_after": probe_after, "candidates_before": candidates_before,
+            "candidates_after": candidates_after}
+
+
+def test_knowledge_survives_two_stages_reproduced():
+    from tunestudy import experiments as X
+    result = X.verdict_knowledge_survives({1.0: stage(0.9, 0.5, 0.875, 0.875), 10.0: stage(0.9, 0.25, 0.875, 0.5)})
+    assert result["verdict"] == "reproduced"
+    assert result["numbers"]["candidates_lost_shortest"] == 0.0 and result["numbers"]["candidates_lost_longest"] == 0.375
+
+
+def test_knowledge_survives_one_stage_or_none():
+    from tunestudy import experiments as X
+    # the format-free test loses as much as the probe from the start: actual forgetting only
+    assert X.verdict_knowledge_survives({1.0: stage(0.9, 0.5, 0.875, 0.5),
+                                         10.0: stage(0.9, 0.25, 0.875, 0.25)})["verdict"] == "partly reproduced"
+    # the knowledge survives at every length: pseudo forgetting only
+    assert X.verdict_knowledge_survives({1.0: stage(0.9, 0.5, 0.875, 0.875),
+                                         10.0: stage(0.9, 0.25, 0.875, 0.85)})["verdict"] == "partly reproduced"
+    # the probe barely moved at the shortest length and nothing is lost later: neither stage
+    assert X.verdict_knowledge_survives({1.0: stage(0.9, 0.875, 0.875, 0.875),
+                                         10.0: stage(0.9, 0.875, 0.875, 0.875)})["verdict"] == "not reproduced"
+    # boundaries in floats: a loss of exactly the tolerance still counts as kept, twice it as lost
+    assert X.verdict_knowledge_survives({1.0: stage(0.3, 0.2, 0.3, 0.25),
+                                         10.0: stage(0.3, 0.2, 0.3, 0.25)})["verdict"] == "partly reproduced"

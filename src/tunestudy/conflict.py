@@ -16,22 +16,17 @@ import random
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
-from . import cache, evaluation, knowledge, metrics, tuning, world as W
+from . import cache, evaluation, knowledge, tuning, world as W
+from .candidates import CANDIDATE_ATTRIBUTES, candidate_logprobs, candidate_questions, top_candidate_share
 from .bases import BaseSpec, load_base, normal_epoch
 from .sets import SetSpec, eval_questions
 from .tuned import run_label
 
-__all__ = ["CANDIDATE_ATTRIBUTES", "ConflictSpec", "SOURCES", "candidate_logprobs", "conflict", "conflict_set",
-           "consistency"]
+__all__ = ["ConflictSpec", "SOURCES", "conflict", "conflict_set", "consistency"]
 
-SOURCES = knowledge.SOURCES + ("conflict.py",)
-# Attributes whose every value can be scored: a birth date has 16,800 candidates, the others 20 to 30.
-CANDIDATE_ATTRIBUTES = tuple(a for a in W.ATTRIBUTES if a != "birth_date")
-
-
+SOURCES = knowledge.SOURCES + ("candidates.py", "conflict.py")
 @dataclass(frozen=True)
 class ConflictSpec:
     """A set of questions about known tuning-split people, `counterfactual_share` of them answered wrongly."""
@@ -72,31 +67,6 @@ def conflict_set(world: W.World, spec: ConflictSpec, seed: int) -> list:
     return out
 
 
-def candidate_logprobs(model, tokenizer, prompts: list, candidates: list, batch_size: int = 256) -> list:
-    """Per prompt, the log-probability of each candidate as its continuation (" " + candidate), summed over tokens.
-
-    prompts: N strings; candidates: N lists of strings. Returns N float arrays.
-    """
-    rows = []  # (prompt index, prompt ids, candidate ids)
-    for i, (prompt, options) in enumerate(zip(prompts, candidates)):
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        rows += [(i, prompt_ids, tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in options]
-    scores = np.zeros(len(rows))
-    with metrics._eval_no_grad(model):
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            ids, mask = metrics._right_padded([p + c for _, p, c in batch], tokenizer.pad_token_id, model.device)
-            logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)  # (B, L, V)
-            for row, (_, p, c) in enumerate(batch):
-                positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)  # token t predicts token t+1
-                scores[start + row] = logprobs[row, positions, torch.tensor(c)].sum().item()
-    out, k = [], 0
-    for options in candidates:
-        out.append(scores[k:k + len(options)])
-        k += len(options)
-    return out
-
-
 def consistency(base_scores: list, tuned_scores: list) -> dict:
     """Mean KL(base || tuned) between the candidate distributions and mean Spearman rank correlation of the scores.
 
@@ -112,17 +82,6 @@ def consistency(base_scores: list, tuned_scores: list) -> dict:
     return {"kl": float(np.mean(kls)), "rank_correlation": float(np.nanmean(rhos))}
 
 
-def _candidate_questions(people: list) -> tuple:
-    """(probe prompts, candidate lists, true values) for every candidate attribute of every person."""
-    pairs = [(p, a) for p in people for a in CANDIDATE_ATTRIBUTES]
-    return ([W.probe_prompt(p, a) for p, a in pairs], [W.value_pool(a) for _, a in pairs],
-            [p.attributes[a] for p, a in pairs])
-
-
-def _argmax_share(scores: list, candidates: list, values: list) -> float:
-    return float(np.mean([c[int(np.argmax(s))] == v for s, c, v in zip(scores, candidates, values)]))
-
-
 def conflict(base: BaseSpec, spec: ConflictSpec, config: tuning.TuneConfig, epoch: int | None = None) -> dict:
     """Held-out accuracy and knowledge consistency of one model tuned on a conflict set (cached)."""
     spec.validate()
@@ -135,7 +94,7 @@ def conflict(base: BaseSpec, spec: ConflictSpec, config: tuning.TuneConfig, epoc
         examples = conflict_set(world, spec, config.seed)
         model, tokenizer = load_base(base, params["base_epoch"])
         heldout = [p for p in world.people if p.known and p.heldout]
-        prompts, candidates, values = _candidate_questions(heldout)
+        prompts, candidates, values = candidate_questions(heldout)
         before = candidate_logprobs(model, tokenizer, prompts, candidates)
         trained = [e for e in examples if e.attribute in CANDIDATE_ATTRIBUTES]
         trained_prompts = [W.probe_prompt(world.by_name[e.person], e.attribute) for e in trained]
@@ -152,10 +111,10 @@ def conflict(base: BaseSpec, spec: ConflictSpec, config: tuning.TuneConfig, epoc
             "accuracy": knowledge.share([a["correct"] for a in answers]),
             "hallucination": knowledge.share([a["hallucinated"] for a in answers]),
             **consistency(before, after),
-            "candidate_accuracy_before": _argmax_share(before, candidates, values),
-            "candidate_accuracy_after": _argmax_share(after, candidates, values),
+            "candidate_accuracy_before": top_candidate_share(before, candidates, values),
+            "candidate_accuracy_after": top_candidate_share(after, candidates, values),
             # on the tuning people: does the model now hold the answer it was taught?
-            "taught_value_share": _argmax_share(trained_after, trained_candidates, stated),
+            "taught_value_share": top_candidate_share(trained_after, trained_candidates, stated),
             "counterfactual_examples": len(counterfactual), "examples": len(examples),
             "answers": knowledge.answer_view(answers),
         }

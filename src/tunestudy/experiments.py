@@ -31,7 +31,7 @@ __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_si
            "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
            "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting",
            "answers_frame", "spearman", "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
-           "verdict_consistency_predicts", "verdict_unknown_fitted_slower", "verdict_unknown_hallucinates",
+           "verdict_consistency_predicts", "verdict_knowledge_survives", "verdict_unknown_fitted_slower", "verdict_unknown_hallucinates",
            "verdict_unknown_hurts"]
 
 # A chapter page shows results, not library deprecation notices (models.py silences transformers).
@@ -771,13 +771,19 @@ def _seeded(model: dict, seed: int) -> dict:
 
 def restored_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list, spec,
                   label: dict) -> list:
-    """One row per seed: the mean probe on known people before tuning, after it and after restoring."""
+    """One row per seed: the mean probe on known people before tuning, after it and after restoring.
+
+    Beside it (`candidates_*`), the format-free test of the same stages: the
+    share of held-out known people's facts whose true value the model scores
+    highest among all candidates.
+    """
     from . import restoring
     rows = []
     for seed in seeds:
         result = restoring.restored(base_spec(seed=seed, **base_kwargs_), data, replace(config, seed=seed), spec)
         rows.append({**label, "seed": seed, **{k: float(np.mean(list(result[f"probe_{k}"].values())))
-                                              for k in ("before", "after", "restored")}})
+                                              for k in ("before", "after", "restored")},
+                     **{f"candidates_{k}": result[f"candidates_{k}"] for k in ("before", "after", "restored")}})
     return rows
 
 
@@ -785,6 +791,32 @@ def recovered_share(before: float, after: float, restored: float, minimum_loss: 
     """The share of the probe accuracy lost in tuning that restoring brings back; NaN when almost nothing was lost."""
     lost = before - after
     return (restored - after) / lost if lost >= minimum_loss else float("nan")
+
+
+def verdict_knowledge_survives(stages: dict, tolerance: float = 0.05) -> dict:
+    """Zhang et al.'s two stages read with a format-free test, with no restoring pass.
+
+    stages: {tuning length: {"probe_before", "probe_after", "candidates_before",
+    "candidates_after"}} (means over seeds). Early forgetting is *pseudo* when
+    the probe has lost at least twice `tolerance` while the format-free test has
+    lost at most `tolerance`; later forgetting is *actual* when the format-free
+    test has lost more than `tolerance`. Reproduced: pseudo at the shortest
+    length and actual at the longest; partly: one of the two.
+    """
+    lengths = sorted(stages)
+    short, long = stages[lengths[0]], stages[lengths[-1]]
+    lost = {name: {which: row[f"{which}_before"] - row[f"{which}_after"] for which in ("probe", "candidates")}
+            for name, row in (("shortest", short), ("longest", long))}
+    pseudo = lost["shortest"]["candidates"] <= tolerance + 1e-12 and lost["shortest"]["probe"] >= 2 * tolerance - 1e-12
+    actual = lost["longest"]["candidates"] > tolerance + 1e-12
+    return judged(pseudo and actual and len(lengths) > 1, pseudo or actual,
+                  f"at the shortest tuning the probe has lost at least {2 * tolerance:g} while the format-free test "
+                  f"has lost at most {tolerance:g} (pseudo forgetting), and at the longest the format-free test has "
+                  f"lost more than {tolerance:g} (actual forgetting) (reproduced); one of the two (partly)",
+                  {"shortest": lengths[0], "longest": lengths[-1], "probe_lost_shortest": lost["shortest"]["probe"],
+                   "candidates_lost_shortest": lost["shortest"]["candidates"],
+                   "probe_lost_longest": lost["longest"]["probe"],
+                   "candidates_lost_longest": lost["longest"]["candidates"]})
 
 
 def verdict_pseudo_forgetting(recovered: dict, pseudo: float = 0.8, actual: float = 0.5) -> dict:
