@@ -60,6 +60,19 @@ def test_noiseless_data_gives_exact_coefficients_and_r2_of_one():
     assert fit["r2"] == pytest.approx(1.0)
 
 
+def test_linear_model_with_a_control_column_recovers_all_four_coefficients():
+    rows = checkpoint_table(0.0, 0.0, 0.0, noise=0.0, seed=11)
+    rows["stated"] = np.random.default_rng(2).uniform(0, 1, len(rows))
+    size = rows.n_known + rows.n_unknown
+    rows["test_accuracy"] = (-3.0 + 9.0 * rows.n_known_fitted / size - 24.0 * rows.n_unknown_fitted / size
+                             + 88.0 * rows.stated) / 100
+    fit = X.gekhman_fit(rows, control="stated")
+    assert [fit["b0"], fit["b_kn"], fit["b_unk"], fit["b_stated"]] == pytest.approx([-3.0, 9.0, -24.0, 88.0], abs=1e-8)
+    assert len(fit["ci_b_stated"]) == 2 and fit["r2"] == pytest.approx(1.0)
+    plain = X.gekhman_fit(rows)  # the same data without the control: another answer, and no b_stated
+    assert "b_stated" not in plain and plain["b_unk"] != pytest.approx(-24.0, abs=1.0)
+
+
 def test_linear_model_without_unknown_examples_has_no_coefficients():
     rows = checkpoint_table(10.0, 2.0, -4.0, noise=1.0, seed=5)
     rows["n_unknown_fitted"] = 0  # a column of zeros: b_unk cannot be told apart

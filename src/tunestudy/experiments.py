@@ -859,7 +859,7 @@ def checkpoint_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig
     return rows
 
 
-def gekhman_fit(rows, measure: str = "test_accuracy") -> dict:
+def gekhman_fit(rows, measure: str = "test_accuracy", control: str | None = None) -> dict:
     """Gekhman et al.'s linear model, Acc = b0 + b_kn N_kn/|D| + b_unk N_unk/|D|, fitted by OLS (statsmodels).
 
     rows: a DataFrame (or list of dicts) with n_known_fitted, n_unknown_fitted,
@@ -869,14 +869,22 @@ def gekhman_fit(rows, measure: str = "test_accuracy") -> dict:
     Returns the coefficients, their 95% confidence intervals, R^2 and the
     number of rows; NaN for all of them when the checkpoints cannot separate
     the two shares (as many rows as coefficients, or collinear columns).
+
+    `control` names a further column entered as it is (for example `stated`,
+    the share of answers that state a value: the format learned), whose
+    coefficient is returned as b_<control>: the two shares' coefficients are
+    then read with it held fixed.
     """
     import pandas as pd
     import statsmodels.api as sm
     rows = pd.DataFrame(rows)
     size = (rows.n_known + rows.n_unknown).to_numpy(float)
-    design = np.column_stack([np.ones(len(rows)), rows.n_known_fitted / size, rows.n_unknown_fitted / size])
-    names = ("b0", "b_kn", "b_unk")
-    if len(rows) <= 3 or np.linalg.matrix_rank(design) < 3:  # too few or collinear checkpoints: no coefficients
+    columns = [np.ones(len(rows)), rows.n_known_fitted / size, rows.n_unknown_fitted / size]
+    names = ("b0", "b_kn", "b_unk") + ((f"b_{control}",) if control else ())
+    if control:
+        columns.append(rows[control].to_numpy(float))
+    design = np.column_stack(columns)
+    if len(rows) <= len(names) or np.linalg.matrix_rank(design) < len(names):  # too few or collinear: none
         nan = float("nan")
         return {**{n: nan for n in names}, **{f"ci_{n}": [nan, nan] for n in names}, "r2": nan, "n": len(rows)}
     fit = sm.OLS(100.0 * rows[measure].to_numpy(float), design).fit()
