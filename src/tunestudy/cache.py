@@ -98,7 +98,7 @@ def artifact_key(kind: str, params: dict, sources: tuple | None = None) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -117,7 +117,7 @@ def _files(folder: Path) -> list[str]:
 
 def _write_manifest(folder: Path, kind: str, params: dict, key: str) -> None:
     files = {
-        rel: {"sha256": _file_sha256(folder / rel), "size": (folder / rel).stat().st_size}
+        rel: {"sha256": file_sha256(folder / rel), "size": (folder / rel).stat().st_size}
         for rel in _files(folder)
     }
     manifest = {"kind": kind, "params": params, "key": key, "files": files}
@@ -142,7 +142,7 @@ def verify(folder: Path) -> str | None:
         path = folder / rel
         if path.stat().st_size != entry["size"]:
             return f"{rel} has the wrong size (truncated?)"
-        if _file_sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry["sha256"]:
             return f"{rel} fails its checksum"
     return None
 

