@@ -267,6 +267,10 @@ BAD_INPUTS = [
     ("int_list", lambda: experiments.parse_int_list("capacity_ranks", "1,x,16"), ["capacity_ranks", "integers"]),
     ("int_list_zero", lambda: experiments.parse_int_list("scale_factors", "0,2"), ["scale_factors", "positive"]),
     ("float_list", lambda: experiments.parse_float_list("full_lrs", "1e-3,2"), ["full_lrs", "between 0 and 1"]),
+    ("choices_unknown_name", lambda: experiments.parse_choices("long_sets", "known,famous", ("known", "unknown"),
+                                                               required=("unknown",)), ["long_sets", "known, unknown", "famous"]),
+    ("choices_missing_required", lambda: experiments.parse_choices("long_sets", "known", ("known", "unknown"),
+                                                                   required=("unknown",)), ["long_sets", "must include unknown"]),
     ("seeds_negative", lambda: experiments.seeds_for(-1, 3), ["seed", ">= 0"]),
     ("num_seeds_zero", lambda: experiments.seeds_for(0, 0), ["num_seeds", ">= 1"]),
     ("model_missing_folder", lambda: models.load_pretrained("/nonexistent/tunestudy-model"),
@@ -498,3 +502,8 @@ def test_methods_at_sweep_edge():
     lrs = {"lora": [1e-2, 3e-2, 6e-2], "full": [3e-4, 1e-3, 3e-3], "one": [1e-3]}
     assert experiments.methods_at_sweep_edge(lrs, {"lora": 3e-2, "full": 1e-3, "one": 1e-3}) == []
     assert experiments.methods_at_sweep_edge(lrs, {"lora": 6e-2, "full": 3e-4, "one": 1e-3}) == ["lora", "full"]
+
+
+def test_parse_choices_keeps_the_allowed_order():
+    assert experiments.parse_choices("long_sets", " unknown ,known", ("known", "unknown")) == ["known", "unknown"]
+    assert experiments.parse_choices("long_sets", "unknown", ("known", "unknown"), required=("unknown",)) == ["unknown"]

@@ -113,17 +113,24 @@ def evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: in
     return result
 
 
-def _responses(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
-    """The base, the tuned model and the tuned model's greedy responses to the held-out questions."""
+def _models(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
+    """The base, the tuned model, the held-out questions and the tuning set of one run."""
     world = W.generate_world(base.world)
     questions = eval_questions(world) if data.synthetic else file_split(data.path)[1]
     base_model, tokenizer = load_base(base, epoch)
     tuned_model, _ = load_tuned(base, data, config, epoch)
-    tuning_set = make_set(world, data, config.seed)
-    budget = token_budget(tokenizer, [e.response for e in tuning_set], minimum=MAX_NEW_TOKENS)
-    prompt_ids, responses = metrics.greedy_responses(tuned_model, tokenizer, [q.prompt for q in questions], budget)
     return {"world": world, "questions": questions, "base_model": base_model, "tuned_model": tuned_model,
-            "tokenizer": tokenizer, "tuning_set": tuning_set, "prompt_ids": prompt_ids, "responses": responses}
+            "tokenizer": tokenizer, "tuning_set": make_set(world, data, config.seed)}
+
+
+def _responses(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
+    """`_models` and the tuned model's greedy responses to the held-out questions."""
+    run = _models(base, data, config, epoch)
+    tokenizer = run["tokenizer"]
+    budget = token_budget(tokenizer, [e.response for e in run["tuning_set"]], minimum=MAX_NEW_TOKENS)
+    prompt_ids, responses = metrics.greedy_responses(run["tuned_model"], tokenizer,
+                                                     [q.prompt for q in run["questions"]], budget)
+    return {**run, "prompt_ids": prompt_ids, "responses": responses}
 
 
 def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: int | None) -> dict:
@@ -149,6 +156,7 @@ def _evaluate(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: i
         # so the same seed gives a byte-identical evaluation
         "train_log": {k: v for k, v in train_log(base, data, config, epoch).items() if k != "seconds"},
         "file_answers": responses_on_view,  # an instruction file's held-out answers, unjudged
+        "response_ids": responses,  # the greedy responses, so `icl_shift` scores them without generating again
     }
 
 
@@ -157,16 +165,18 @@ def icl_shift(base: BaseSpec, data: SetSpec, config: tuning.TuneConfig, epoch: i
 
     URIAL's comparison: per response position, the KL and the tuned token's
     rank under the in-context base, in the order of `evaluate`'s positions
-    (the same greedy responses, generated again).
+    (the evaluation's own greedy responses, read from its record).
     """
     params = tune_params(base, data, config, epoch)
 
     def compute():
-        run = _responses(base, data, config, params["base_epoch"])
+        responses = evaluate(base, data, config, epoch)["response_ids"]
+        run = _models(base, data, config, params["base_epoch"])
         tokenizer = run["tokenizer"]
+        prompt_ids = [tokenizer(q.prompt)["input_ids"] for q in run["questions"]]
         context = icl_prefix(run["tuning_set"])
         icl_prompt_ids = [tokenizer(context + q.prompt)["input_ids"] for q in run["questions"]]
-        shifts = metrics.shift_analysis(run["base_model"], run["tuned_model"], run["prompt_ids"], run["responses"],
+        shifts = metrics.shift_analysis(run["base_model"], run["tuned_model"], prompt_ids, responses,
                                         tokenizer.pad_token_id, base_prompts=icl_prompt_ids)
         return {"kl_icl": [float(v) for shift in shifts for v in shift["kl"]],
                 "base_rank_icl": [int(v) for shift in shifts for v in shift["base_rank"]]}

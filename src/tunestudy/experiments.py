@@ -24,7 +24,7 @@ from .sets import SetSpec, file_set_spec
 from .tuned import load_tuned, train_log
 
 __all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_side_by_side", "base_kwargs", "base_report",
-           "ATTENTION_ONLY", "LORA_TARGET_SETS", "base_spec", "build_bases", "check_lora_targets", "judged", "parse_target_sets", "pick_configuration", "training_fits", "verdict_attention_only", "verdict_data_scaling", "verdict_kl_shift", "verdict_lora_vs_full", "verdict_low_ranks_fall_behind", "verdict_lr_ratio", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
+           "ATTENTION_ONLY", "LORA_TARGET_SETS", "base_spec", "build_bases", "check_lora_targets", "judged", "parse_choices", "parse_target_sets", "pick_configuration", "training_fits", "verdict_attention_only", "verdict_data_scaling", "verdict_kl_shift", "verdict_lora_vs_full", "verdict_low_ranks_fall_behind", "verdict_lr_ratio", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
            "methods_at_sweep_edge", "parse_float_list", "parse_int_list", "positions_table", "replicate", "seeds_for",
            "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict",
            "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
@@ -550,6 +550,16 @@ def parse_epochs(name: str, text: str) -> list:
     if not values or min(values) <= 0 or any(b <= a for a, b in zip(values, values[1:])):
         raise ValueError(f"{name} must be increasing comma-separated positive epochs, got {text!r}")
     return values
+
+
+def parse_choices(name: str, text: str, allowed: tuple, required: tuple = ()) -> list:
+    """"known,unknown" -> ["known", "unknown"], each one of `allowed` and every one of `required` present, in the
+    order of `allowed`; a one-line error naming the parameter and what is allowed otherwise."""
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not values or any(v not in allowed for v in values) or any(r not in values for r in required):
+        need = f" (must include {', '.join(required)})" if required else ""
+        raise ValueError(f"{name} must be comma-separated names from {', '.join(allowed)}{need}, got {text!r}")
+    return [a for a in allowed if a in values]
 
 
 def grid_config(targets: dict, name: str, rank: int, lr: float, epochs: float,
