@@ -13,11 +13,12 @@ import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import metrics, models, studies, tuning, world as W
+from . import instructions, metrics, models, studies, tuning, world as W
 from .bases import BaseSpec, base_is_built, base_spec, build_base, checkpoint_epochs, load_base, pretrain_log
 from .evaluation import base_answers, base_probe, evaluate, training_fit
 from .sets import SetSpec, file_set_spec
@@ -127,6 +128,19 @@ def seeds_for(seed: int, num_seeds: int, smoke: bool = False) -> list:
 SMOKE_BASE = {"size": "tiny", "num_known": 20, "num_unknown": 12, "pretrain_epochs": 2, "num_format_docs": 20}
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_weights(base_model) -> None:
+    """A base_model folder must hold weights beside its config.json (`models.check_base_model` checks the config,
+    and the rest of the name); a one-line error naming the parameter before any work otherwise."""
+    path = Path(str(base_model)).expanduser()
+    if isinstance(base_model, str) and path.is_dir() and (path / "config.json").is_file() \
+            and not any((path / name).is_file() for name in WEIGHT_FILES) and not any(path.glob("*.safetensors")):
+        raise ValueError(f"base_model folder {base_model!r} has a config.json but no weights ({', '.join(WEIGHT_FILES)}"
+                         "); give a folder written by save_pretrained, a hub id, or 'gemma3-270m'")
+
+
 def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: int, pretrain_epochs: int,
                 pretrain_lr: float, smoke: bool, seeds: list, base_model: str = models.SYNTHETIC) -> dict:
     """The base parameters of a chapter, checked for every seed before any work starts.
@@ -134,6 +148,7 @@ def base_kwargs(size: str, num_known: int, num_unknown: int, num_paraphrases: in
     smoke=True shrinks the world and the pretraining so the test suite runs a chapter in seconds.
     base_model other than "synthetic" is a real model further pretrained on the world (see base_spec).
     """
+    check_model_weights(base_model)
     kwargs = {"size": size, "num_known": num_known, "num_unknown": num_unknown,
               "num_paraphrases": num_paraphrases, "pretrain_epochs": pretrain_epochs, "pretrain_lr": pretrain_lr,
               "base_model": base_model}
@@ -231,11 +246,20 @@ def check_lora_targets(lora_targets: str, base_model: str = models.SYNTHETIC) ->
 
 def set_spec(kind: str, size: int, style: str = "simplified", unknown_fraction: float = 0.5,
              instruction_file: str = "") -> SetSpec:
-    """A checked instruction set; a non-empty instruction_file (Alpaca JSON) replaces the synthetic one."""
+    """A checked instruction set; a non-empty instruction_file replaces the synthetic one.
+
+    instruction_file: an Alpaca JSON, JSON Lines or Parquet file, a local dataset folder or a `datasets` hub id
+    (see `instructions`); its errors name it as typed.
+    """
     if not isinstance(instruction_file, str):
-        raise ValueError(f"instruction_file must be a path to an Alpaca JSON file or \"\", got {instruction_file!r}")
+        raise ValueError(f"instruction_file must be {instructions.ALLOWED}, or \"\" for the world; "
+                         f"got {instruction_file!r}")
     if instruction_file:
-        return file_set_spec(instruction_file, size)
+        path = instructions.alpaca_file(instruction_file)
+        try:
+            return file_set_spec(path, size)
+        except ValueError as err:
+            raise ValueError(str(err).replace(repr(path), repr(instruction_file))) from None
     spec = SetSpec(kind=kind, size=size, style=style, unknown_fraction=unknown_fraction)
     spec.validate()
     return spec
