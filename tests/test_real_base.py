@@ -12,22 +12,10 @@ import re
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from tunestudy import experiments as X, models, pipeline as P, runs, world as W
+from tunestudy import experiments as X, models, pipeline as P, realbase, runs, world as W
 
 TINY_WORLD = dict(num_known=12, num_unknown=8, num_format_docs=10, pretrain_epochs=1, pretrain_lr=1e-3)
-
-
-def subword_tokenizer(texts: list) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(tok_models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +23,7 @@ def foreign_model(tmp_path_factory):
     """A save_pretrained folder that tunestudy did not build: tiny Llama, subword tokenizer, no pad token."""
     folder = tmp_path_factory.mktemp("foreign") / "model"
     world = W.generate_world(W.WorldConfig(num_known=12, num_unknown=8, num_format_docs=10))
-    tokenizer = subword_tokenizer(P.tokenizer_texts(world))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return realbase.save_tiny_model(folder, P.tokenizer_texts(world))
 
 
 @pytest.fixture

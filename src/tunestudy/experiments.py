@@ -1052,3 +1052,76 @@ def verdict_consistency_predicts(rows, threshold: float = 0.5) -> dict:
                   f"scores) with held-out accuracy is at least {threshold:g} over all runs and positive on average "
                   "within one counterfactual share (reproduced); the pooled rho alone (partly)",
                   {"rho_pooled": pooled, "rho_within_share": within_mean, "num_runs": len(rows)})
+
+
+# --- a real base model on real facts (chapter "A real base model") -------------------------------
+
+KNOWN_CATEGORIES = ("HighlyKnown", "MaybeKnown")  # the categories whose facts the base can already state
+
+
+def real_summary(run: dict, base: dict) -> dict:
+    """Headline numbers of one real-fact run beside its base: accuracy by SliCK category (and over the known
+    ones), hallucination on Unknown facts, KL (full and top-k) with its top-5% share, token-shift shares, and
+    forgetting on the untuned relations (the base's few-shot accuracy there minus the tuned model's)."""
+    from . import realbase, slick
+    answers, before = run["answers"], base["answers"]
+    out = {}
+    for name, rows in (("", answers), ("base_", before)):
+        for category in slick.CATEGORIES:
+            out[f"{name}accuracy_{category}"] = _mean([a["correct"] for a in rows if a["category"] == category])
+        out[f"{name}accuracy_known"] = _mean([a["correct"] for a in rows if a["category"] in KNOWN_CATEGORIES])
+        out[f"{name}hallucination_unknown"] = _mean([a["hallucinated"] for a in rows if a["category"] == "Unknown"])
+    kl = np.array(run["positions"]["kl"])
+    out.update({"kl_mean": float(kl.mean()) if kl.size else float("nan"),
+                "kl_topk_mean": _mean(run["positions"]["kl_topk"]),
+                "kl_top5_share": metrics.kl_summary(kl)["top_share"] if kl.size else float("nan"),
+                **{f"{k}_share": v for k, v in realbase.shift_shares(run["positions"]["base_rank"]).items()},
+                "trainable_fraction": run["train_log"]["trainable_fraction"],
+                "final_loss": float(np.mean(run["train_log"]["loss"][-5:]))})
+    after = run["forgetting"].get("p_after", [])
+    out["fewshot_before"] = _mean(base["p_before"])
+    out["fewshot_after"] = _mean(after)
+    out["forgetting"] = out["fewshot_before"] - out["fewshot_after"]
+    return out
+
+
+def verdict_unlocks_known(base_accuracy: float, tuned_accuracy: float, gain: float = 0.2) -> dict:
+    """Tuning on facts the base knows unlocks the others it knows: held-out accuracy on HighlyKnown and MaybeKnown
+    facts, asked zero-shot in the template, rises by at least `gain` over the base's (reproduced), or at all (partly)."""
+    rise = tuned_accuracy - base_accuracy
+    return judged(rise >= gain - 1e-9, rise > 1e-9,
+                  f"after tuning on known facts, held-out accuracy on the facts the base knows rises by at least "
+                  f"{gain:g} over the base's own in the template (reproduced); it rises at all (partly)",
+                  {"base": base_accuracy, "tuned": tuned_accuracy, "rise": rise})
+
+
+def verdict_unknown_set_worse(known_set: dict, unknown_set: dict, drop: float = 0.05, margin: float = 0.05) -> dict:
+    """Gekhman et al. on a real base: a set of facts the base does not know answers the held-out known facts worse
+    than a set of facts it knows (by `drop`), and hallucinates more on held-out Unknown facts (by `margin`).
+
+    known_set, unknown_set: {"accuracy_known", "hallucination_unknown"}, means over seeds.
+    Reproduced: both; partly: one of the two."""
+    worse = known_set["accuracy_known"] - unknown_set["accuracy_known"]
+    more = unknown_set["hallucination_unknown"] - known_set["hallucination_unknown"]
+    a, b = worse >= drop - 1e-9, more >= margin - 1e-9
+    return judged(a and b, a or b,
+                  f"tuned on unknown facts, the model answers the held-out known facts at least {drop:g} worse and "
+                  f"states at least {margin:g} more wrong answers to held-out Unknown facts than tuned on known facts "
+                  "(reproduced); one of the two (partly)",
+                  {"accuracy_drop": worse, "hallucination_rise": more})
+
+
+def verdict_mostly_unshifted(unshifted: float, reproduced_at: float = 0.6, partly_at: float = 0.5) -> dict:
+    """URIAL (Lin et al. 2023): most tokens of the tuned model's answers are the base's own top token (77.7%
+    unshifted, 14.5% marginal, 7.8% shifted). Reproduced at >= `reproduced_at` unshifted, partly at >= `partly_at`."""
+    return judged(unshifted >= reproduced_at, unshifted >= partly_at,
+                  f"at least {reproduced_at:.0%} of the answer tokens are the base's top token (reproduced); at "
+                  f"least {partly_at:.0%} (partly)", {"unshifted": unshifted})
+
+
+def verdict_lora_forgets_less(lora: float, full: float, margin: float = 0.02) -> dict:
+    """Biderman et al. 2024: LoRA forgets less than full fine-tuning. lora, full: mean forgetting (few-shot accuracy
+    lost on untuned relations). Reproduced: LoRA's at least `margin` below full's; partly: below at all."""
+    return judged(lora <= full - margin + 1e-9, lora < full,
+                  f"LoRA loses at least {margin:g} less few-shot accuracy on the untuned relations than full "
+                  "fine-tuning (reproduced); less at all (partly)", {"lora": lora, "full": full})

@@ -1,0 +1,166 @@
+"""The real-base chapter's pieces: the fact split and sets, the summary against slow counts, the verdict rules on
+hand-made numbers, bad input, and the chapter on a tiny local model and a facts file with smoke=True."""
+
+import json
+import math
+
+import pytest
+
+from tunestudy import experiments as X, realbase, realfacts, runs, slick
+
+
+def labelled(n_per=6):
+    facts = [{"instruction": f"Q {r} {i}?", "output": f"a{i}", "relation": r, "subject": f"{r}{i:02d}"}
+             for r in ("capital", "currency") for i in range(2 * n_per)]
+    categories = ["HighlyKnown", "Unknown", "MaybeKnown"]
+    records = [{"category": categories[i % 3], "p_greedy": 0.0} for i, _ in enumerate(facts)]
+    return facts, records
+
+
+def test_the_split_halves_each_relation_and_category_and_never_overlaps():
+    facts, records = labelled()
+    split = realbase.split_facts(records, facts)
+    tune = {(f["relation"], f["subject"]) for f in split["tune"]}
+    held = {(f["relation"], f["subject"]) for f in split["heldout"]}
+    assert not tune & held and len(tune) + len(held) == len(facts)
+    for relation in ("capital", "currency"):
+        for category in ("HighlyKnown", "Unknown", "MaybeKnown"):
+            group = [f for f in facts if f["relation"] == relation
+                     and records[facts.index(f)]["category"] == category]
+            in_tune = [f for f in split["tune"] if f["relation"] == relation and f["category"] == category]
+            assert len(in_tune) == len(group) // 2
+    assert realbase.split_facts(records, facts) == split  # fixed: the same held-out facts for every run
+
+
+def test_a_tuning_set_draws_its_categories_by_seed_and_names_set_size_when_too_large():
+    facts, records = labelled()
+    pool = realbase.split_facts(records, facts)["tune"]
+    a, b = (realbase.tuning_set(pool, ("HighlyKnown",), 3, s) for s in (0, 1))
+    assert all(f["category"] == "HighlyKnown" for f in a + b) and len(a) == 3
+    assert realbase.tuning_set(pool, ("HighlyKnown",), 3, 0) == a
+    with pytest.raises(ValueError, match=r"set_size must be at most \d+ for categories Unknown") as info:
+        realbase.tuning_set(pool, ("Unknown",), 99, 0)
+    assert "\n" not in str(info.value)
+
+
+def test_pick_facts_rejects_an_unknown_relation_and_too_many_facts():
+    facts, _ = labelled()
+    with pytest.raises(ValueError, match="'capitol' is not a relation of the facts; allowed: capital, currency"):
+        realbase.pick_facts(facts, {"capitol": 2})
+    with pytest.raises(ValueError, match="at most 12"):
+        realbase.pick_facts(facts, {"capital": 13})
+    assert len(realbase.pick_facts(facts, {"capital": 4, "currency": 2})) == 6
+
+
+def test_a_relation_name_that_does_not_exist_is_one_line():
+    with pytest.raises(ValueError) as info:
+        realfacts.check_relations("capital,moons")
+    assert "moons" in str(info.value) and "capital" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_facts_file_without_relation_names_facts_file(tmp_path):
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps([{"instruction": "Q?", "output": "A", "subject": "x"}]))
+    with pytest.raises(ValueError) as info:
+        realbase.load_fact_file(str(path))
+    assert "facts_file" in str(info.value) and "relation" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_shift_shares_count_ranks_as_urial():
+    shares = realbase.shift_shares([1, 1, 1, 2, 3, 4, 10, 1])
+    assert shares == {"unshifted": 4 / 8, "marginal": 2 / 8, "shifted": 2 / 8}
+    assert all(math.isnan(v) for v in realbase.shift_shares([]).values())
+
+
+def test_the_real_summary_against_hand_counts():
+    answers = [{"category": c, "correct": ok, "hallucinated": h} for c, ok, h in
+               [("HighlyKnown", True, False), ("HighlyKnown", False, True), ("MaybeKnown", True, False),
+                ("Unknown", False, True), ("Unknown", False, False)]]
+    base_answers = [dict(a, correct=False, hallucinated=True) for a in answers]
+    run = {"answers": answers, "positions": {"kl": [0.0, 1.0, 3.0], "kl_topk": [0.0, 0.5, 1.0], "base_rank": [1, 2, 9]},
+           "forgetting": {"p_after": [0.5, 0.0]}, "train_log": {"loss": [2.0, 1.0], "trainable_fraction": 0.1}}
+    out = X.real_summary(run, {"answers": base_answers, "p_before": [1.0, 0.5]})
+    assert out["accuracy_HighlyKnown"] == 0.5 and out["accuracy_MaybeKnown"] == 1.0
+    assert out["accuracy_known"] == pytest.approx(2 / 3) and out["accuracy_Unknown"] == 0.0
+    assert out["hallucination_unknown"] == 0.5 and out["base_hallucination_unknown"] == 1.0
+    assert out["base_accuracy_known"] == 0.0 and math.isnan(out["accuracy_WeaklyKnown"])
+    assert out["kl_mean"] == pytest.approx(4 / 3) and out["kl_topk_mean"] == 0.5
+    assert out["kl_top5_share"] == pytest.approx(3 / 4)  # the top 5% of 3 positions is one: 3 of 4 nats
+    assert out["unshifted_share"] == pytest.approx(1 / 3) and out["shifted_share"] == pytest.approx(1 / 3)
+    assert out["forgetting"] == pytest.approx(0.75 - 0.25)
+
+
+@pytest.mark.parametrize("base, tuned, expected", [(0.3, 0.9, "reproduced"), (0.3, 0.4, "partly reproduced"),
+                                                   (0.3, 0.3, "not reproduced"), (0.3, 0.5, "reproduced")])
+def test_verdict_unlocks_known(base, tuned, expected):
+    assert X.verdict_unlocks_known(base, tuned)["verdict"] == expected
+
+
+@pytest.mark.parametrize("known, unknown, expected", [
+    ({"accuracy_known": 0.8, "hallucination_unknown": 0.5}, {"accuracy_known": 0.6, "hallucination_unknown": 0.7},
+     "reproduced"),
+    ({"accuracy_known": 0.8, "hallucination_unknown": 0.5}, {"accuracy_known": 0.6, "hallucination_unknown": 0.5},
+     "partly reproduced"),
+    ({"accuracy_known": 0.8, "hallucination_unknown": 0.5}, {"accuracy_known": 0.8, "hallucination_unknown": 0.52},
+     "not reproduced"),
+])
+def test_verdict_unknown_set_worse(known, unknown, expected):
+    assert X.verdict_unknown_set_worse(known, unknown)["verdict"] == expected
+
+
+def test_verdicts_mostly_unshifted_and_lora_forgets_less():
+    assert X.verdict_mostly_unshifted(0.777)["verdict"] == "reproduced"
+    assert X.verdict_mostly_unshifted(0.55)["verdict"] == "partly reproduced"
+    assert X.verdict_mostly_unshifted(0.3)["verdict"] == "not reproduced"
+    assert X.verdict_lora_forgets_less(0.01, 0.10)["verdict"] == "reproduced"
+    assert X.verdict_lora_forgets_less(0.09, 0.10)["verdict"] == "partly reproduced"
+    assert X.verdict_lora_forgets_less(0.10, 0.05)["verdict"] == "not reproduced"
+
+
+def test_the_real_base_chapter_is_not_in_the_default_book():
+    chapter = runs.find_chapter("14_real_base")
+    assert not chapter.in_default_book and all(c.in_default_book for c in runs.CHAPTERS if c is not chapter)
+
+
+def test_the_chapter_runs_on_a_local_model_folder_and_a_facts_file(tmp_path, monkeypatch):
+    """smoke=True on a save_pretrained folder (the stand-in, built here) and an Alpaca JSON facts file."""
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    facts_file = realfacts.write_facts(tmp_path / "facts.json", ["capital", "currency", "element_symbol"])
+    chosen = realbase.pick_facts(realbase.load_fact_file(str(facts_file)),
+                                 {"capital": 8, "currency": 8, "element_symbol": 3})
+    folder = realbase.stand_in_model(chosen)
+    overrides = {"base_model": folder, "facts_file": str(facts_file), "tuned_relations": "capital,currency",
+                 "other_relations": "element_symbol"}
+    runs.run_chapter("14_real_base", overrides=overrides, output_dir=tmp_path / "book", smoke=True)
+    results = json.loads((tmp_path / "book" / "results" / "14_real_base.json").read_text())
+    assert results["parameters"]["tuned_relations"] == ["capital", "currency"]
+    assert set(results["category_shares"]) == {"capital", "currency", "element_symbol", "all"}
+    assert len(results["by_seed"]) == 2 * 2 * len(results["parameters"]["seeds"])
+    assert {r["set"] for r in results["by_seed"]} == {"known facts", "unknown facts"}
+
+
+def test_a_labelling_on_the_stand_in_matches_a_hand_computation(tmp_path, monkeypatch):
+    """The cached labels equal slick.label_facts run directly, and the categories follow the greedy answers."""
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    facts = realbase.pick_facts(realfacts.build_facts(["element_symbol"]), {"element_symbol": 6})
+    folder = realbase.stand_in_model(facts)
+    load_from, weights = realbase.resolve_model(folder)
+    spec = realbase.LabelSpec(model=weights, facts=tuple((f["relation"], f["subject"], f["output"]) for f in facts),
+                              num_prompts=2, shots=2)
+    cached = realbase.labels(load_from, spec, facts)
+    from tunestudy import metrics, models
+    model, tokenizer = models.load_pretrained(load_from)
+    for fact, record in zip(facts, cached):
+        prompts = slick.fewshot_prompts(fact, facts, 2, 2, 0)
+        budget = max(len(tokenizer(" " + f["output"], add_special_tokens=False)["input_ids"]) for f in facts) + 1
+        _, responses = metrics.greedy_responses(model, tokenizer, prompts, budget)
+        right = [slick.answer_matches(t, fact["output"]) for t in tokenizer.batch_decode(responses, skip_special_tokens=True)]
+        assert record["p_greedy"] == sum(right) / 2 and record["category"] == slick.category(right, [])
+    assert realbase.labels(load_from, spec, facts) == cached
+
+
+@pytest.mark.parametrize("answer, truth, expected", [("Paris", "Paris", True), ("The capital is Paris.", "Paris", True),
+                                                     ("Parisian", "Paris", False), ("1926", "26", False),
+                                                     ("It is 26.", "26", True), ("new delhi", "New Delhi", True)])
+def test_an_answer_states_the_truth_as_a_whole_word(answer, truth, expected):
+    assert realbase.states(answer, truth) is expected
