@@ -1,16 +1,19 @@
 """A real base model on real facts: its own knowledge labels, and tuning runs measured on held-out facts by label.
 
-Two cached kinds (hashing `SOURCES`):
+Cached kinds (hashing `SOURCES`):
 
 - "slick_labels": the SliCK category of every chosen fact (`slick.label_facts`),
   from the base's few-shot answers;
+- "real_base": the base's own answers to the held-out facts, and its few-shot
+  accuracy on the relations no run tunes (what forgetting is measured from);
 - "real_run": one LoRA or full fine-tuning run on questions about facts of
   chosen categories, asked in the study's template, tuned in this process by
   `tuning.finetune` and measured on the held-out facts: the greedy answer to
   each (right or wrong, by category), the per-token KL to the base on those
   answers (full vocabulary and the reference's top-k recipe) with the tuned
   token's rank under the base, and the few-shot accuracy on facts of relations
-  that were not tuned (forgetting). No model is saved: nothing else reads it.
+  that were not tuned (forgetting). No model is saved: nothing else reads it;
+- "stand_in": a tiny model with a subword tokenizer, the smoke runs' base.
 
 Facts are dicts with `instruction`, `output`, `relation` and `subject`
 (`realfacts.build_facts`, or a file of that shape). Each tuned relation's
@@ -27,11 +30,11 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 from . import cache, metrics, models, slick, tuning, world as W
 
-__all__ = ["SOURCES", "FACT_FIELDS", "LabelSpec", "RunSpec", "load_fact_file", "resolve_model", "labels",
-           "split_facts", "tuning_set", "real_run", "pick_facts"]
+__all__ = ["FACT_FIELDS", "SOURCES", "LabelSpec", "RunSpec", "answer_rows", "as_example", "base_measures", "labels",
+           "load_fact_file", "pick_facts", "real_run", "resolve_model", "save_tiny_model", "shift_shares",
+           "split_facts", "stand_in_model", "states", "tuning_set"]
 
 SOURCES = ("metrics.py", "models.py", "realbase.py", "realfacts.py", "slick.py", "tuning.py", "world.py")
 FACT_FIELDS = ("instruction", "output", "relation", "subject")
