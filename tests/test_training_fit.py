@@ -32,3 +32,50 @@ def test_training_fit_equals_slow_prefix_by_prefix(tmp_path, monkeypatch):
     assert fit["fit_accuracy"] == slow_fit(model, tokenizer, examples)
     assert fit["num_facts"] == len({(e.person, e.attribute) for e in examples})
     assert fit["final_loss"] == float(np.mean(P.train_log(spec, data, config)["loss"][-10:]))
+
+
+def plain_loop(model, params, batches, num_steps, lr):
+    """The tuning loop written in plain torch, as it was before Accelerate: the reference for train_loop."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = max(1, int(num_steps * 0.05))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / warmup if step < warmup else
+                                                  0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (step - warmup)
+                                                                                / max(1, num_steps - warmup))))
+    model.train()
+    for _ in range(num_steps):
+        input_ids, attention_mask, loss_mask, _ = next(batches)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:],
+                                                       reduction="none")
+        mask = loss_mask[:, 1:].float()
+        loss = (token_loss * mask).sum() / mask.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_train_loop_through_accelerate_equals_the_plain_torch_loop_to_the_bit():
+    from tunestudy import models
+
+    def batches():
+        g = torch.Generator().manual_seed(1)
+        while True:
+            ids = torch.randint(0, 50, (4, 12), generator=g)
+            mask = torch.ones_like(ids)
+            loss_mask = (torch.rand(4, 12, generator=g) < 0.6).long()
+            yield ids, mask, loss_mask, ["a", "a", "b", "b"]
+
+    weights = []
+    for loop in ("accelerate", "plain"):
+        model = models.build_model("tiny", 50, seed=0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if loop == "accelerate":
+            tuning.train_loop(model, params, batches(), 12, 3e-3, desc="test")
+        else:
+            plain_loop(model, params, batches(), 12, 3e-3)
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    untrained = models.build_model("tiny", 50, seed=0).state_dict()
+    assert any(not torch.equal(weights[0][k], untrained[k]) for k in untrained)  # the loop did train
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])

@@ -2,7 +2,11 @@
 
 Both share `train_loop`: AdamW, linear warm-up then cosine decay, per-step loss
 logged, a tqdm progress bar, and a hard stop on a NaN or infinite loss so a
-diverged run never becomes a cached artifact.
+diverged run never becomes a cached artifact. The loop goes through Hugging
+Face Accelerate (`accelerator.prepare`, `backward`, `clip_grad_norm_`): it puts
+the model and its batches on the device Accelerate picks, and in one process on
+the CPU it does exactly what the plain torch loop did, to the bit
+(tests/test_training_fit.py compares the two).
 """
 
 from __future__ import annotations
@@ -99,7 +103,10 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
     list of labels per example; the log keeps the mean loss per group as well, so
     a chapter can see how fast each kind of example is fitted.
     """
+    from accelerate import Accelerator
+    accelerator = Accelerator(cpu=device().type == "cpu")  # the device the rest of the study uses
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    model, optimizer = accelerator.prepare(model, optimizer)
     warmup = max(1, int(num_steps * warmup_fraction))
 
     def schedule(step):  # linear warm-up, cosine decay to 10%
@@ -108,8 +115,8 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
         progress = (step - warmup) / max(1, num_steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    where = params[0].device
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, schedule)  # stepped once per step, by us
+    where = accelerator.device
     model.train()
     log = {"step": [], "loss": [], "group_loss": []}
     # A bar on a terminal only: none in a notebook page (plain tqdm, not tqdm.auto's widget, which
@@ -129,8 +136,8 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
             raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step} (lr={lr}); "
                                      "lower the learning rate. Nothing was saved.")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
         log["step"].append(step)
