@@ -68,6 +68,19 @@ def test_shift_analysis_matches_slow_reference(base, tuned, examples):
     assert max(max(f["base_rank"].tolist()) for f in fast) > 3
 
 
+def test_shift_analysis_on_scored_positions_only_matches_slow_reference(base, tuned, examples):
+    """The real-base chapter's path: logits at the responses' positions only (logits_to_keep), the same results."""
+    prompts, responses = examples
+    fast = shift_analysis(base, tuned, prompts, responses, pad_id=PAD, batch_size=3, top_k=5, scored_only=True)
+    slow = shift_analysis_slow(base, tuned, prompts, responses, top_k=5)
+    for f, s, r in zip(fast, slow, responses):
+        assert f["kl"].shape == (len(r),)
+        torch.testing.assert_close(f["kl"].double(), s["kl"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(f["kl_topk"].double(), s["kl_topk"], atol=1e-6, rtol=0)
+        for key in ("base_rank", "tuned_top", "base_top"):
+            assert f[key].tolist() == s[key].tolist(), key
+
+
 def test_in_context_base_prompts_match_slow_reference(base, tuned, examples):
     """A base shown extra context (URIAL-style examples) before the same question."""
     prompts, responses = examples
@@ -191,3 +204,13 @@ def test_greedy_responses_matches_hand_loop(base):
         assert pid == tokenizer(p)["input_ids"] and pid[0] == BOS
         assert rid == greedy_loop(base, pid, 8, eos_id)
     assert any(r[-1] == eos_id and len(r) < 8 for r in response_ids)
+
+
+def test_greedy_by_length_answers_in_the_prompts_order_as_a_hand_loop(base):
+    """The labelling batches prompts by length; each answer must still be its own prompt's, as one at a time."""
+    from tunestudy.slick import greedy_by_length
+    tokenizer = tiny_tokenizer()
+    prompts = ["w3 w4 w5 w6 w7 w8", "w10", "w7 w8 w9", "w20 w21 w22 w23 w24 w25 w26 w27", "w30 w31", "w40 w41 w42"]
+    expected = [greedy_loop(base, tokenizer(p)["input_ids"], 5, eos_id=-1) for p in prompts]
+    assert len({tuple(e) for e in expected}) > 1  # the answers differ, so an order mix-up would show
+    assert greedy_by_length(base, tokenizer, prompts, 5) == expected

@@ -164,3 +164,22 @@ def test_a_labelling_on_the_stand_in_matches_a_hand_computation(tmp_path, monkey
                                                      ("It is 26.", "26", True), ("new delhi", "New Delhi", True)])
 def test_an_answer_states_the_truth_as_a_whole_word(answer, truth, expected):
     assert realbase.states(answer, truth) is expected
+
+
+@pytest.mark.parametrize("answer, aliases, expected", [
+    ("It is in the United States of America.", [], True), ("It is in the USA.", ["United States of America"], False),
+    ("Washington, D.C. is the capital.", [], False), ("It is in America.", ["United States of America"], False)])
+def test_an_answer_states_the_truth_through_an_alias_or_not(answer, aliases, expected):
+    assert realbase.states(answer, "United States", aliases) is expected
+    assert realbase.states("The capital is Washington, D.C.", "Washington D.C.")
+
+
+def test_a_facts_file_with_bad_aliases_names_facts_file(tmp_path):
+    item = {"instruction": "Q?", "input": "", "output": "A", "relation": "r", "subject": "s", "aliases": "A2"}
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps([item]))
+    with pytest.raises(ValueError) as error:
+        realbase.load_fact_file(str(path))
+    assert str(error.value).startswith(f"facts_file {str(path)!r}: item 0 has aliases") and "\n" not in str(error.value)
+    path.write_text(json.dumps([{**item, "aliases": ["A2"]}]))
+    assert realbase.load_fact_file(str(path))[0]["aliases"] == ["A2"]

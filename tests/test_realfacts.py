@@ -57,6 +57,25 @@ def test_answer_matches(text, truth, expected):
     assert S.answer_matches(text, truth) is expected
 
 
+@pytest.mark.parametrize("text, truth, aliases, expected", [
+    (" Washington, D.C.\n", "Washington D.C.", [], True), (" Eswatini", "Swaziland", ["Eswatini"], True),
+    (" Eswatinian", "Swaziland", ["Eswatini"], False), (" Mbabane", "Swaziland", ["Eswatini"], False),
+    (" côte d'ivoire", "Ivory Coast", ["Côte d'Ivoire"], True), (" Côte", "Ivory Coast", ["Côte d'Ivoire"], False)])
+def test_answer_matches_an_alias_and_ignores_punctuation(text, truth, aliases, expected):
+    assert S.answer_matches(text, truth, aliases) is expected
+
+
+def test_city_facts_accept_the_countrys_other_names_but_not_its_codes():
+    facts = {f["subject"]: f for f in R.build_facts(["city_country"])}
+    aliases = R.country_aliases()
+    assert "United States of America" in aliases["United States"] and "Eswatini" in aliases["Swaziland"]
+    assert all(len(a) >= R.MIN_ALIAS for names in aliases.values() for a in names)
+    assert "USA" not in aliases["United States"] and "US" not in aliases["United States"]
+    with_aliases = [f for f in facts.values() if f.get("aliases")]
+    assert with_aliases and all(f["aliases"] == aliases[f["output"]] for f in with_aliases)
+    assert not any("aliases" in f for f in R.build_facts(["capital", "element_symbol"]))
+
+
 FACTS = [{"instruction": f"What is the code of {s}?", "input": "", "output": o, "relation": r, "subject": s}
          for r, pairs in (("code", [("alpha", "one"), ("beta", "two"), ("gamma", "three"), ("delta", "four"),
                                     ("eps", "five"), ("zeta", "six")]),

@@ -79,3 +79,28 @@ def test_train_loop_through_accelerate_equals_the_plain_torch_loop_to_the_bit():
     untrained = models.build_model("tiny", 50, seed=0).state_dict()
     assert any(not torch.equal(weights[0][k], untrained[k]) for k in untrained)  # the loop did train
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_train_loop_on_scored_logits_only_trains_as_the_full_logit_loop():
+    """The real-base chapter asks for logits only where a token is scored: the same losses and weights, to rounding."""
+    from tunestudy import models
+
+    def batches():
+        g = torch.Generator().manual_seed(2)
+        while True:
+            ids = torch.randint(0, 50, (4, 12), generator=g)
+            loss_mask = torch.zeros_like(ids)
+            for row, start in enumerate((5, 7, 9, 6)):  # answers at the end, prompts of different lengths
+                loss_mask[row, start:] = 1
+            yield ids, torch.ones_like(ids), loss_mask, ["a", "a", "b", "b"]
+
+    logs, weights = [], []
+    for scored in (False, True):
+        model = models.build_model("tiny", 50, seed=0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        logs.append(tuning.train_loop(model, params, batches(), 12, 3e-3, desc="test", scored_logits_only=scored))
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert logs[0]["loss"][-1] < logs[0]["loss"][0]  # it did learn
+    np.testing.assert_allclose(logs[1]["loss"], logs[0]["loss"], rtol=1e-5)
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], atol=1e-5, rtol=1e-4)

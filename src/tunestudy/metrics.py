@@ -61,27 +61,38 @@ def _right_padded(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Ten
     return ids.to(device), mask.to(device)
 
 
-def _batch_logprobs(model, prompts, responses, pad_id: int) -> list[torch.Tensor]:
+def _batch_logprobs(model, prompts, responses, pad_id: int, scored_only: bool = False) -> list[torch.Tensor]:
     """One forward pass over a batch; per example a (T_i, V) float32 log-softmax.
 
     The last response token is never an input that predicts anything we score,
-    so each sequence is prompt + response[:-1].
+    so each sequence is prompt + response[:-1]. `scored_only` asks the model for
+    logits only over the span of positions that predict some row's response
+    (transformers' `logits_to_keep`): the same distributions, and with a large
+    vocabulary far less work, since the prompt's positions never reach the head.
     """
     for p in prompts:
         if len(p) == 0:
             raise ValueError("every prompt needs at least one token (e.g. BOS) to predict response[0]")
     seqs = [list(p) + list(r[:-1]) for p, r in zip(prompts, responses)]
     ids, mask = _right_padded(seqs, pad_id, model.device)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, L, V)
+    first = 0
+    if scored_only:
+        first = min(len(p) - 1 for p in prompts)
+        last = max(len(p) - 1 + len(r) for p, r in zip(prompts, responses))
+        keep = torch.arange(first, max(first + 1, last), device=ids.device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits  # (B, K, V)
+    else:
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, L, V)
     out = []
     for i, (p, r) in enumerate(zip(prompts, responses)):
-        start = len(p) - 1
+        start = len(p) - 1 - first
         rows = logits[i, start:start + len(r)].float()  # (T_i, V)
         out.append(F.log_softmax(rows, dim=-1).cpu())
     return out
 
 
-def _iter_logprobs(models, prompts, responses, pad_id: int, batch_size: int, model_prompts=None):
+def _iter_logprobs(models, prompts, responses, pad_id: int, batch_size: int, model_prompts=None,
+                   scored_only: bool = False):
     """Yield (batch indices, [per-model list of (T_i, V) log-probs]) batch by batch.
 
     `model_prompts`, if given, holds one prompt list per model (a base shown
@@ -95,7 +106,8 @@ def _iter_logprobs(models, prompts, responses, pad_id: int, batch_size: int, mod
     model_prompts = model_prompts or [prompts] * len(models)
     for idx in _length_sorted_batches(prompts, responses, batch_size):
         br = [responses[i] for i in idx]
-        yield idx, [_batch_logprobs(m, [mp[i] for i in idx], br, pad_id) for m, mp in zip(models, model_prompts)]
+        yield idx, [_batch_logprobs(m, [mp[i] for i in idx], br, pad_id, scored_only)
+                    for m, mp in zip(models, model_prompts)]
 
 
 def response_logprobs(model, prompts: list[list[int]], responses: list[list[int]],
@@ -179,7 +191,7 @@ def _shift_stats(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int) -> d
 
 def shift_analysis(base, tuned, prompts: list[list[int]], responses: list[list[int]],
                    pad_id: int, batch_size: int = 32, top_k: int = 30,
-                   base_prompts: list[list[int]] | None = None) -> list[dict]:
+                   base_prompts: list[list[int]] | None = None, scored_only: bool = False) -> list[dict]:
     """Per example a dict of (T_i,) tensors: kl, kl_topk, base_rank, tuned_top, base_top.
 
     Both models see the same right-padded batch; only the per-position results
@@ -188,11 +200,13 @@ def shift_analysis(base, tuned, prompts: list[list[int]], responses: list[list[i
     and L = 300 that is about 0.3 GB per example, so lower batch_size there.
     `base_prompts` replaces the base's prompts (URIAL-style in-context examples
     before the same question), keeping the tuned model's prompts as they are.
+    `scored_only` computes logits at the response's positions only (see
+    `_batch_logprobs`); the real-base chapter turns it on.
     """
     result: list[dict | None] = [None] * len(prompts)
     with _eval_no_grad(base, tuned):
         for idx, (lps_base, lps_tuned) in _iter_logprobs([base, tuned], prompts, responses, pad_id, batch_size,
-                                                         [base_prompts or prompts, prompts]):
+                                                         [base_prompts or prompts, prompts], scored_only):
             for i, lb, lt in zip(idx, lps_base, lps_tuned):
                 result[i] = _shift_stats(lb, lt, top_k)
     return result

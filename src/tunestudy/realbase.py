@@ -15,8 +15,9 @@ Cached kinds (hashing `SOURCES`):
   that were not tuned (forgetting). No model is saved: nothing else reads it;
 - "stand_in": a tiny model with a subword tokenizer, the smoke runs' base.
 
-Facts are dicts with `instruction`, `output`, `relation` and `subject`
-(`realfacts.build_facts`, or a file of that shape). Each tuned relation's
+Facts are dicts with `instruction`, `output`, `relation` and `subject`, and
+optionally `aliases`, other right answers (`realfacts.build_facts`, or a file
+of that shape). Each tuned relation's
 labelled facts are split once, by a fixed seed, into a tuning half and a
 held-out half per category, so every run and seed is measured on the same
 held-out facts; a run's seed draws its set from the tuning half and orders it.
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from . import cache, metrics, models, slick, tuning, world as W
 
-__all__ = ["FACT_FIELDS", "SOURCES", "LabelSpec", "RunSpec", "answer_rows", "as_example", "base_measures", "labels",
+__all__ = ["FACT_FIELDS", "SOURCES", "LabelSpec", "RunSpec", "answer_rows", "as_example", "base_measures", "fact_keys",
+           "labels",
            "load_fact_file", "pick_facts", "real_run", "resolve_model", "save_tiny_model", "shift_shares",
            "split_facts", "stand_in_model", "states", "tuning_set"]
 
@@ -64,7 +66,17 @@ def load_fact_file(path: str) -> list:
         if missing:
             raise ValueError(f"facts_file {path!r}: item {i} has no string {', '.join(missing)}; every fact needs "
                              f"{', '.join(FACT_FIELDS)}")
-    return [{f: item[f] for f in FACT_FIELDS} for item in items]
+        aliases = item.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+            raise ValueError(f"facts_file {path!r}: item {i} has aliases that are not a list of non-empty strings; "
+                             f"aliases (optional) lists other right answers")
+    return [{**{f: item[f] for f in FACT_FIELDS}, **({"aliases": item["aliases"]} if item.get("aliases") else {})}
+            for item in items]
+
+
+def fact_keys(facts: list) -> tuple:
+    """What identifies the facts a labelling or run reads: relation, subject, answer and its aliases, in order."""
+    return tuple((f["relation"], f["subject"], f["output"], *f.get("aliases", ())) for f in facts)
 
 
 def pick_facts(facts: list, per_relation: dict) -> list:
@@ -88,7 +100,7 @@ class LabelSpec:
     """Which facts are labelled, and how (see `slick.label_facts`)."""
 
     model: str  # what identifies the base's weights (`resolve_model`)
-    facts: tuple  # the facts' (relation, subject, output), in order
+    facts: tuple  # `fact_keys`: the facts' (relation, subject, output, *aliases), in order
     num_prompts: int = 4
     shots: int = 3
     num_samples: int = 0
@@ -153,15 +165,20 @@ class RunSpec:
 
 
 def _answers(model, tokenizer, facts: list, budget: int) -> tuple:
-    prompt_ids, responses = metrics.greedy_responses(model, tokenizer, [W.format_prompt(f["instruction"])
-                                                                        for f in facts], budget)
+    """(prompt ids, response ids, response texts) of the greedy zero-shot answers, batched by prompt length."""
+    prompts = [W.format_prompt(f["instruction"]) for f in facts]
+    responses = slick.greedy_by_length(model, tokenizer, prompts, budget)
+    prompt_ids = tokenizer(prompts)["input_ids"]
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return prompt_ids, responses, texts
 
 
-def states(answer: str, truth: str) -> bool:
-    """Does the answer state the truth as a whole word or phrase, ignoring case ("The capital is Paris." does)?"""
-    return re.search(r"(?<![\w])" + re.escape(truth.strip()) + r"(?![\w])", answer, flags=re.IGNORECASE) is not None
+def states(answer: str, truth: str, aliases=()) -> bool:
+    """Does the answer state the truth or one of its aliases as a whole word or phrase, ignoring case and
+    punctuation ("The capital is Paris." does; "in the United States of America" does for "United States")?"""
+    said = slick.normalize(answer)
+    return any(re.search(r"(?<![\w])" + re.escape(t) + r"(?![\w])", said)
+               for t in map(slick.normalize, (truth, *aliases)) if t)
 
 
 def answer_rows(facts: list, texts: list) -> list:
@@ -170,7 +187,7 @@ def answer_rows(facts: list, texts: list) -> list:
     rows = []
     for fact, text in zip(facts, texts):
         answer = text.strip().split("\n")[0].strip()
-        correct = states(answer, fact["output"])
+        correct = states(answer, fact["output"], fact.get("aliases", ()))
         rows.append({"relation": fact["relation"], "subject": fact["subject"], "category": fact["category"],
                      "truth": fact["output"], "answer": answer, "correct": bool(correct),
                      "hallucinated": bool(answer and not correct)})
@@ -196,11 +213,15 @@ def real_run(load_from: str, spec: RunSpec, tune_facts: list, heldout: list, unt
         if config.method == "full" and spec.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         groups = [f["category"] for f in tune_facts]
-        tuned, log = tuning.finetune(model, tokenizer, [as_example(f) for f in tune_facts], config, groups)
+        tuned, log = tuning.finetune(model, tokenizer, [as_example(f) for f in tune_facts], config, groups,
+                                     scored_logits_only=True)  # the head only where the answer is scored
+        if config.method == "lora":  # measured as a plain model, the adapters folded into the weights
+            tuned = tuned.merge_and_unload()
         tuned.eval()
         budget = _budget(tokenizer, heldout)
         prompt_ids, responses, texts = _answers(tuned, tokenizer, heldout, budget)
-        shifts = metrics.shift_analysis(base, tuned, prompt_ids, responses, tokenizer.pad_token_id, batch_size=8)
+        shifts = metrics.shift_analysis(base, tuned, prompt_ids, responses, tokenizer.pad_token_id, batch_size=8,
+                                        scored_only=True)
         forgetting = {}
         if untuned:
             after = slick.label_facts(tuned, tokenizer, untuned, spec.forgetting_prompts, spec.labels.shots)

