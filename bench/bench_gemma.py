@@ -5,9 +5,11 @@
   on an empty cache);
 - load, cached: the same model read back from that folder;
 - tuning: steps of LoRA (rank 8, every linear layer) and of full fine-tuning
-  (input embedding frozen, as the issue measured) on batches of 8 real-fact
-  questions and answers, through `tuning.train_loop`; tokens/s counts the
-  tokens of each batch, padding excluded;
+  (input embedding frozen, as the issue measured) on the chapter's batches of 8
+  real-fact questions in the template with the answer scored, through
+  `tuning.train_loop`, with logits at every position and at the answer's
+  positions only (`scored_logits_only`, as the chapter tunes); tokens/s counts
+  the tokens of each batch, padding excluded;
 - labelling: `slick.label_facts` greedy on the first facts of each relation,
   4 prompts of 3 shots per fact;
 - peak memory: the process's maximum resident set size.
@@ -42,7 +44,7 @@ def main() -> None:
     temporary = Path(tempfile.mkdtemp(prefix="bench_gemma_"))
     os.environ["TUNESTUDY_CACHE"] = str(temporary)
     try:
-        from tunestudy import gemma, models, realfacts, slick, tuning
+        from tunestudy import gemma, models, realbase, realfacts, slick, tuning
         start = time.perf_counter()
         folder = gemma.hf_folder()
         uncached = time.perf_counter() - start
@@ -53,8 +55,8 @@ def main() -> None:
         print(f"load, cached (the saved float32 folder): {cached:.1f} s")
 
         facts = realfacts.build_facts()
-        texts = [f"Q: {f['instruction']}\nA: {f['output']}" for f in facts[:64]]
-        for method in ("lora", "full"):
+        examples = [realbase.as_example(f) for f in facts[:64]]
+        for method, scored in (("lora", False), ("lora", True), ("full", False), ("full", True)):
             model, tokenizer = models.load_pretrained(str(folder))
             if method == "lora":
                 from peft import LoraConfig, get_peft_model
@@ -65,21 +67,22 @@ def main() -> None:
             params = [p for p in model.parameters() if p.requires_grad]
             counted = []
 
-            def batches():
-                for i in range(0, 10_000, 8):
-                    enc = tokenizer([texts[(i + j) % len(texts)] for j in range(8)], padding=True,
-                                    return_tensors="pt")
-                    counted.append(int(enc["attention_mask"].sum()))
-                    yield enc["input_ids"], enc["attention_mask"], enc["attention_mask"], ["all"] * 8
+            def batches():  # the chapter's batches: questions in the template, the answer scored
+                for batch in tuning.example_batches(tokenizer, examples, tuning.TuneConfig(batch_size=8),
+                                                    ["all"] * len(examples)):
+                    counted.append(int(batch[1].sum()))
+                    yield batch
 
             stream = batches()
-            tuning.train_loop(model, params, stream, 1, 1e-4, desc="warm-up")  # first step: allocation
+            tuning.train_loop(model, params, stream, 1, 1e-4, desc="warm-up", scored_logits_only=scored)  # allocation
             counted.clear()
             start = time.perf_counter()
-            tuning.train_loop(model, params, stream, args.steps, 1e-4, desc=method)
+            tuning.train_loop(model, params, stream, args.steps, 1e-4, desc=method, scored_logits_only=scored)
             seconds = time.perf_counter() - start
-            print(f"tuning, {method}: {sum(counted) / seconds:.0f} tokens/s ({seconds / args.steps:.2f} s a step, "
-                  f"batch of 8, {sum(p.numel() for p in params) / 1e6:.1f}M trainable)")
+            head = "the answer's positions only (the chapter)" if scored else "every position"
+            print(f"tuning, {method}, logits at {head}: {sum(counted) / seconds:.0f} tokens/s "
+                  f"({seconds / args.steps:.2f} s a step, batch of 8, {sum(p.numel() for p in params) / 1e6:.1f}M "
+                  "trainable)")
             del model
 
         model, tokenizer = models.load_pretrained(str(folder))

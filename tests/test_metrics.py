@@ -214,3 +214,20 @@ def test_greedy_by_length_answers_in_the_prompts_order_as_a_hand_loop(base):
     expected = [greedy_loop(base, tokenizer(p)["input_ids"], 5, eos_id=-1) for p in prompts]
     assert len({tuple(e) for e in expected}) > 1  # the answers differ, so an order mix-up would show
     assert greedy_by_length(base, tokenizer, prompts, 5) == expected
+
+
+def test_greedy_responses_stop_after_a_line_keeps_the_same_tokens_up_to_it(base):
+    """stop_at ends a row once its text (leading whitespace aside) holds the string: the hand loop's tokens up to
+    the first token whose text completes it, nothing after, and the other rows go on."""
+    tokenizer = tiny_tokenizer()
+    prompts = ["w3 w4 w5", "w10", "w7 w8 w9 w11", "w20 w21", "w30 w31 w32 w33"]
+    free = [greedy_loop(base, tokenizer(p)["input_ids"], 8, eos_id=-1) for p in prompts]
+    stop_word = tokenizer.convert_ids_to_tokens(free[0][2])  # a word row 0 says third
+    _, responses = greedy_responses(base, tokenizer, prompts, max_new_tokens=8, batch_size=3, stop_at=stop_word)
+    for row, response in zip(free, responses):
+        words = [tokenizer.convert_ids_to_tokens(t) for t in row]
+        cut = next((i + 1 for i in range(len(row)) if stop_word in " ".join(words[:i + 1])), len(row))
+        if EOS in row[:cut]:  # an end token still ends a row first
+            cut = row.index(EOS) + 1
+        assert response == row[:cut]
+    assert len(responses[0]) == 3 and any(len(r) == 8 for r in responses)

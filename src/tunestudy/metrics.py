@@ -320,11 +320,14 @@ def kl_summary(kl_values, top_fraction: float = 0.05, num_points: int = 101) -> 
 
 
 def greedy_responses(model, tokenizer, prompts: list[str], max_new_tokens: int,
-                     batch_size: int = 64) -> tuple[list[list[int]], list[list[int]]]:
+                     batch_size: int = 64, stop_at: str | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """Greedy-decode each prompt; return (prompt ids without padding, response ids).
 
     A response is cut after its first EOS (kept if produced). Prompts are
-    left-padded so every row generates from its own last token.
+    left-padded so every row generates from its own last token. `stop_at` (a
+    string, e.g. the newline after a few-shot answer) also ends a row once its
+    text, leading whitespace aside, contains it, and a batch once every row
+    has: the same tokens up to there, and no steps spent past every answer.
     """
     eos_id = tokenizer.eos_token_id
     all_prompt_ids, all_response_ids = [], []
@@ -335,16 +338,34 @@ def greedy_responses(model, tokenizer, prompts: list[str], max_new_tokens: int,
             for start in range(0, len(prompts), batch_size):
                 enc = tokenizer(prompts[start:start + batch_size], padding=True, return_tensors="pt")
                 ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, L)
+                stop = {}
+                if stop_at:
+                    from transformers import StoppingCriteriaList
+                    stop = {"stopping_criteria": StoppingCriteriaList([_StopAfter(tokenizer, ids.shape[1], stop_at)])}
                 out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                                      do_sample=False, max_new_tokens=max_new_tokens,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id)
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id, **stop)
                 new = out[:, ids.shape[1]:].cpu()  # (B, <= max_new_tokens)
                 for row_ids, row_mask, row_new in zip(ids, mask, new):
                     all_prompt_ids.append(row_ids[row_mask.bool()].tolist())
-                    all_response_ids.append(_cut_after_eos(row_new.tolist(), eos_id))
+                    response = _cut_after_eos(row_new.tolist(), eos_id)
+                    while stop_at and response and response[-1] == tokenizer.pad_token_id:
+                        response.pop()  # a row stopped at `stop_at` is padded to the batch's end
+                    all_response_ids.append(response)
     finally:
         tokenizer.padding_side = old_side
     return all_prompt_ids, all_response_ids
+
+
+class _StopAfter:
+    """A transformers stopping criterion: a row is done once its new text, leading whitespace aside, holds `text`."""
+
+    def __init__(self, tokenizer, start: int, text: str):
+        self.tokenizer, self.start, self.text = tokenizer, start, text
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([self.text in t.lstrip() for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 def _cut_after_eos(tokens: list[int], eos_id: int | None) -> list[int]:

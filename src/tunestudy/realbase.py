@@ -164,10 +164,11 @@ class RunSpec:
     forgetting_prompts: int = 2  # few-shot prompts per fact of the untuned relations
 
 
-def _answers(model, tokenizer, facts: list, budget: int) -> tuple:
-    """(prompt ids, response ids, response texts) of the greedy zero-shot answers, batched by prompt length."""
+def _answers(model, tokenizer, facts: list, budget: int, stop_at: str | None = None) -> tuple:
+    """(prompt ids, response ids, response texts) of the greedy zero-shot answers, batched by prompt length.
+    `stop_at`: see `metrics.greedy_responses`."""
     prompts = [W.format_prompt(f["instruction"]) for f in facts]
-    responses = slick.greedy_by_length(model, tokenizer, prompts, budget)
+    responses = slick.greedy_by_length(model, tokenizer, prompts, budget, stop_at)
     prompt_ids = tokenizer(prompts)["input_ids"]
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return prompt_ids, responses, texts
@@ -249,7 +250,8 @@ def base_measures(load_from: str, spec: LabelSpec, heldout: list, untuned: list,
 
     def compute():
         model, tokenizer = models.load_pretrained(load_from)
-        _, _, texts = _answers(model, tokenizer, heldout, _budget(tokenizer, heldout))
+        # only the answer's first line is judged (`answer_rows`): the base's rambling stops there
+        _, _, texts = _answers(model, tokenizer, heldout, _budget(tokenizer, heldout), stop_at="\n")
         before = slick.label_facts(model, tokenizer, untuned, forgetting_prompts, spec.shots) if untuned else []
         return {"answers": answer_rows(heldout, texts), "p_before": [r["p_greedy"] for r in before]}
 

@@ -67,16 +67,18 @@ def fewshot_prompts(fact: dict, facts: list, shots: int, num_prompts: int, seed:
     return prompts
 
 
-def greedy_by_length(model, tokenizer, prompts: list, max_new_tokens: int) -> list:
+def greedy_by_length(model, tokenizer, prompts: list, max_new_tokens: int, stop_at: str | None = None) -> list:
     """`metrics.greedy_responses` with the prompts batched by token length, answers in the prompts' order.
 
     Batches are left-padded to their longest prompt; grouping prompts of similar
     length cuts the padding a batch computes (few-shot prompts vary by their
-    examples), which on a real model is most of the labelling's time.
+    examples), which on a real model is most of the labelling's time. `stop_at`:
+    see `metrics.greedy_responses`.
     """
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
-    _, responses = metrics.greedy_responses(model, tokenizer, [prompts[i] for i in order], max_new_tokens)
+    _, responses = metrics.greedy_responses(model, tokenizer, [prompts[i] for i in order], max_new_tokens,
+                                            stop_at=stop_at)
     out = [None] * len(prompts)
     for i, response in zip(order, responses):
         out[i] = response
@@ -117,7 +119,9 @@ def label_facts(model, tokenizer, facts: list, num_prompts: int = 4, shots: int 
     prompts = [fewshot_prompts(f, facts, shots, num_prompts, seed) for f in facts]  # checked before any work
     budget = max(len(tokenizer(" " + f["output"], add_special_tokens=False)["input_ids"]) for f in facts) + 1
     flat = [p for group in prompts for p in group]
-    texts = tokenizer.batch_decode(greedy_by_length(model, tokenizer, flat, budget), skip_special_tokens=True)
+    # an answer ends at its line's end (the worked examples' shape); only its start is judged
+    texts = tokenizer.batch_decode(greedy_by_length(model, tokenizer, flat, budget, stop_at="\n"),
+                                   skip_special_tokens=True)
     greedy = [[answer_matches(t, f["output"], f.get("aliases", ())) for t in texts[i * num_prompts:(i + 1) * num_prompts]]
               for i, f in enumerate(facts)]
     sampled = [[] for _ in facts]
