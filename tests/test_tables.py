@@ -34,3 +34,14 @@ def test_answers_side_by_side_shows_where_the_models_part():
     assert table.iloc[0]["base"] == "base 1 [wrong]" and table.iloc[1]["full"] == "full 2 [wrong, borrowed]"
     assert table.iloc[2]["base"] == "x" * 87 + "... [correct]"  # long answers are cut; the file keeps them whole
     assert list(table.columns) == ["people", "question", "truth", "base", "full"]
+
+
+def test_measures_as_rows_puts_each_measure_on_a_row_and_each_run_in_a_column():
+    rows = pd.DataFrame({"set": ["known", "known", "unknown", "unknown"], "method": ["lora", "lora", "lora", "lora"],
+                         "seed": [0, 1, 0, 1], "acc": [0.5, 0.7, 0.2, 0.4], "kl": [1.0, 1.0, 3.0, 5.0]})
+    table = plots.mean_sd_table(rows, ["set", "method"], {"acc": "accuracy", "kl": "KL"})
+    turned = plots.measures_as_rows(table, ["set", "method"])
+    assert list(turned.columns) == ["measure", "known, lora", "unknown, lora"]
+    assert turned["measure"].tolist() == ["accuracy", "KL"]
+    assert turned.loc[0, "known, lora"] == table.loc[0, "accuracy"] == "0.60 ± 0.14"
+    assert turned.loc[1, "unknown, lora"] == "4.00 ± 1.41"

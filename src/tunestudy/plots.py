@@ -98,6 +98,16 @@ def mean_sd_table(rows, by, columns: dict, digits: int = 2):
     return pd.DataFrame(out)
 
 
+def measures_as_rows(table, by, first: str = "measure"):
+    """A `mean_sd_table` turned on its side: one row per measure, one column per group of `by` (its values
+    joined by ", "), so a table of many measures and few runs fits a page's width."""
+    by = [by] if isinstance(by, str) else list(by)
+    names = table[by].astype(str).agg(", ".join, axis=1)
+    out = table.drop(columns=by).set_axis(names, axis=0).T
+    out.columns.name = None
+    return out.reset_index(names=first)
+
+
 def show(table, caption: str = ""):
     """A table as the page shows it: no index column, text left, numbers as given, an optional caption."""
     styler = table.style.hide(axis="index")
