@@ -117,9 +117,31 @@ def test_verdicts_mostly_unshifted_and_lora_forgets_less():
     assert X.verdict_lora_forgets_less(0.10, 0.05)["verdict"] == "not reproduced"
 
 
-def test_the_real_base_chapter_is_not_in_the_default_book():
-    chapter = runs.find_chapter("14_real_base")
-    assert not chapter.in_default_book and all(c.in_default_book for c in runs.CHAPTERS if c is not chapter)
+def test_bfloat16_precision_autocasts_the_matmuls_and_float32_leaves_them():
+    import torch
+    layer, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
+    with realbase.precision_context("bfloat16"):
+        assert layer(x).dtype == torch.bfloat16
+    with realbase.precision_context("float32"):
+        assert layer(x).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32  # mixed precision: the weights stay float32
+
+
+@pytest.mark.parametrize("bad", ["float16", "bf16", "", None])
+def test_a_bad_precision_is_one_line_naming_precision(bad):
+    with pytest.raises(ValueError, match="precision must be one of bfloat16, float32") as error:
+        realbase.check_precision(bad)
+    assert "\n" not in str(error.value)
+
+
+def test_the_chapter_stops_on_a_bad_precision_before_any_work(tmp_path, monkeypatch):
+    """The notebook checks `precision` before it builds a model or labels a fact: nothing is cached."""
+    import papermill
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(papermill.PapermillExecutionError, match="precision must be one of"):
+        runs.run_chapter("14_real_base", overrides={"precision": "float16"}, output_dir=tmp_path / "book", smoke=True)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.json"))
+    assert not (tmp_path / "book" / "14_real_base.ipynb").exists()
 
 
 def test_the_chapter_runs_on_a_local_model_folder_and_a_facts_file(tmp_path, monkeypatch):
