@@ -129,7 +129,7 @@ def test_bfloat16_precision_autocasts_the_matmuls_and_float32_leaves_them():
 
 @pytest.mark.parametrize("bad", ["float16", "bf16", "", None])
 def test_a_bad_precision_is_one_line_naming_precision(bad):
-    with pytest.raises(ValueError, match="precision must be one of bfloat16, float32") as error:
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16") as error:
         realbase.check_precision(bad)
     assert "\n" not in str(error.value)
 

@@ -81,26 +81,61 @@ def test_train_loop_through_accelerate_equals_the_plain_torch_loop_to_the_bit():
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def answer_batches(new_every_step: bool = True):
+    """Batches of 4 random 12-token rows whose answers (the scored tokens) end them, prompts of different lengths;
+    new_every_step=False repeats the first batch."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 50, (4, 12), generator=g)
+    while True:
+        loss_mask = torch.zeros_like(ids)
+        for row, start in enumerate((5, 7, 9, 6)):
+            loss_mask[row, start:] = 1
+        yield ids, torch.ones_like(ids), loss_mask, ["a", "a", "b", "b"]
+        if new_every_step:
+            ids = torch.randint(0, 50, (4, 12), generator=g)
+
+
 def test_train_loop_on_scored_logits_only_trains_as_the_full_logit_loop():
     """The real-base chapter asks for logits only where a token is scored: the same losses and weights, to rounding."""
     from tunestudy import models
-
-    def batches():
-        g = torch.Generator().manual_seed(2)
-        while True:
-            ids = torch.randint(0, 50, (4, 12), generator=g)
-            loss_mask = torch.zeros_like(ids)
-            for row, start in enumerate((5, 7, 9, 6)):  # answers at the end, prompts of different lengths
-                loss_mask[row, start:] = 1
-            yield ids, torch.ones_like(ids), loss_mask, ["a", "a", "b", "b"]
-
     logs, weights = [], []
     for scored in (False, True):
         model = models.build_model("tiny", 50, seed=0)
         params = [p for p in model.parameters() if p.requires_grad]
-        logs.append(tuning.train_loop(model, params, batches(), 12, 3e-3, desc="test", scored_logits_only=scored))
+        logs.append(tuning.train_loop(model, params, answer_batches(), 12, 3e-3, desc="test", scored_logits_only=scored))
         weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     assert logs[0]["loss"][-1] < logs[0]["loss"][0]  # it did learn
     np.testing.assert_allclose(logs[1]["loss"], logs[0]["loss"], rtol=1e-5)
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], atol=1e-5, rtol=1e-4)
+
+
+def test_train_loop_in_bfloat16_learns_as_the_float32_loop():
+    """Mixed precision (the real-base chapter's default): each step sees the weights the last step left, so on one
+    repeated batch the loss falls as in float32, and the weights end close to float32's. One autocast region
+    around the whole loop would keep the first step's bfloat16 weights and leave the loss flat."""
+    from tunestudy import models
+    logs, weights = [], []
+    for precision in ("float32", "bfloat16"):
+        model = models.build_model("tiny", 50, seed=0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        logs.append(tuning.train_loop(model, params, answer_batches(new_every_step=False), 15, 1e-2, desc="test",
+                                      precision=precision)["loss"])
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        assert all(v.dtype == torch.float32 for v in weights[-1].values())
+    assert logs[0][-1] < 0.7 * logs[0][0]  # float32 fits the batch
+    np.testing.assert_allclose(logs[1], logs[0], rtol=0.05)
+    start = models.build_model("tiny", 50, seed=0).state_dict()
+    moved = {k: (weights[0][k] - start[k], weights[1][k] - start[k]) for k in start}
+    gap = sum(float((b - a).norm() ** 2) for a, b in moved.values()) ** 0.5
+    assert gap < 0.1 * sum(float(a.norm() ** 2) for a, _ in moved.values()) ** 0.5  # the same steps, to 10%
+
+
+def test_train_loop_refuses_a_bad_precision_before_any_step():
+    from tunestudy import models
+    import pytest
+    model = models.build_model("tiny", 50, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'fp16'"):
+        tuning.train_loop(model, list(model.parameters()), answer_batches(), 3, 1e-2, desc="test", precision="fp16")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

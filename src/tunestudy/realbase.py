@@ -16,10 +16,10 @@ Cached kinds (hashing `SOURCES`):
 - "stand_in": a tiny model with a subword tokenizer, the smoke runs' base.
 
 `precision` (a LabelSpec and RunSpec field): "bfloat16" runs the labelling
-answers, the tuning and the greedy answers under torch.autocast in bfloat16
-(mixed precision: the weights and optimizer stay float32; on a CPU with AMX,
-as here, a LoRA step is about 1.5x and labelling about 2.2x faster), and
-"float32" runs everything in float32. The KL and the token ranks
+answers, each tuning step's forward pass and the greedy answers under
+torch.autocast in bfloat16 (mixed precision: the weights, gradients and
+optimizer stay float32; on a CPU with AMX, as here, a LoRA step is about 1.5x
+and labelling about 2.2x faster), and "float32" runs everything in float32. The KL and the token ranks
 (`metrics.shift_analysis`) are always scored in float32.
 
 Facts are dicts with `instruction`, `output`, `relation` and `subject`, and
@@ -32,7 +32,6 @@ held-out facts; a run's seed draws its set from the tuning half and orders it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import re
@@ -49,22 +48,19 @@ __all__ = ["FACT_FIELDS", "PRECISIONS", "SOURCES", "LabelSpec", "RunSpec", "answ
 SOURCES = ("metrics.py", "models.py", "realbase.py", "realfacts.py", "slick.py", "tuning.py", "world.py")
 FACT_FIELDS = ("instruction", "output", "relation", "subject")
 SPLIT_SEED = 0  # the held-out half of each relation and category: the same for every run
-PRECISIONS = ("bfloat16", "float32")  # see the module docstring
+PRECISIONS = tuning.PRECISIONS  # see the module docstring
 
 
 def check_precision(precision) -> str:
     """The precision parameter unchanged, or a one-line error listing the allowed ones."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    tuning.autocast(models.device().type, precision)
     return precision
 
 
 def precision_context(precision: str):
-    """bfloat16 autocast on the study's device for "bfloat16", nothing for "float32"."""
-    import torch
-    if check_precision(precision) == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=models.device().type, dtype=torch.bfloat16)
+    """bfloat16 autocast on the study's device for "bfloat16", nothing for "float32" (`tuning.autocast`): for
+    answering only; tuning enters it once a step (`tuning.train_loop`)."""
+    return tuning.autocast(models.device().type, precision)
 
 
 def resolve_model(base_model: str) -> tuple:
@@ -241,9 +237,9 @@ def real_run(load_from: str, spec: RunSpec, tune_facts: list, heldout: list, unt
         if config.method == "full" and spec.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         groups = [f["category"] for f in tune_facts]
-        with precision_context(spec.precision):
-            tuned, log = tuning.finetune(model, tokenizer, [as_example(f) for f in tune_facts], config, groups,
-                                         scored_logits_only=True)  # the head only where the answer is scored
+        tuned, log = tuning.finetune(model, tokenizer, [as_example(f) for f in tune_facts], config, groups,
+                                     scored_logits_only=True,  # the head only where the answer is scored
+                                     precision=spec.precision)
         if config.method == "lora":  # measured as a plain model, the adapters folded into the weights
             tuned = tuned.merge_and_unload()
         tuned.eval()

@@ -11,6 +11,7 @@ the CPU it does exactly what the plain torch loop did, to the bit
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -95,8 +96,21 @@ class TuneConfig:
             raise ValueError(f"{name('lora_targets')} must name at least one module, got {self.lora_targets!r}")
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def autocast(device_type: str, precision: str):
+    """bfloat16 autocast on `device_type` for "bfloat16" (mixed precision: float32 weights, bfloat16 matmuls),
+    nothing for "float32"; a one-line error names `precision` otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
 def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, warmup_fraction: float = 0.05,
-               on_step=None, scored_logits_only: bool = False):
+               on_step=None, scored_logits_only: bool = False, precision: str = "float32"):
     """Optimise `params` on `num_steps` batches; return the per-step loss log.
 
     `batches` yields (input_ids, attention_mask, loss_mask, group) with group a
@@ -108,8 +122,15 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
     with a large vocabulary far less work (Gemma's 262k-token head is most of a
     step's cost when only the short answer is scored). Off by default: the
     synthetic chapters' runs stay as they were, bit for bit.
+
+    `precision="bfloat16"` runs each step's forward pass under bfloat16
+    autocast (the weights, gradients and optimizer stay float32; the loss is
+    taken in float32). The autocast region is one step: torch keeps its
+    bfloat16 copies of the weights until the region ends, so one region around
+    the whole loop would train on the first step's weights throughout.
     """
     from accelerate import Accelerator
+    autocast(device().type, precision)  # a bad precision stops here, before any step
     accelerator = Accelerator(cpu=device().type == "cpu")  # the device the rest of the study uses
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -132,13 +153,16 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
     for step in bar:
         input_ids, attention_mask, loss_mask, groups = next(batches)
         input_ids, attention_mask, loss_mask = input_ids.to(where), attention_mask.to(where), loss_mask.to(where)
-        if scored_logits_only:  # positions t whose next token t+1 is scored in some row of the batch
-            keep = loss_mask[:, 1:].any(0).nonzero().flatten()  # (K,)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits  # (B, K, V)
-            targets, mask = input_ids[:, keep + 1], loss_mask[:, keep + 1].float()
-        else:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
-            targets, mask = input_ids[:, 1:], loss_mask[:, 1:].float()
+        with autocast(where.type, precision):
+            if scored_logits_only:  # positions t whose next token t+1 is scored in some row of the batch
+                keep = loss_mask[:, 1:].any(0).nonzero().flatten()  # (K,)
+                logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                               logits_to_keep=keep).logits  # (B, K, V)
+                targets, mask = input_ids[:, keep + 1], loss_mask[:, keep + 1].float()
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
+                targets, mask = input_ids[:, 1:], loss_mask[:, 1:].float()
+        logits = logits.float()  # the same tensor in float32; bfloat16 logits are taken up to float32 for the loss
         # Token t predicts token t+1; loss_mask marks the predicted tokens that count.
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, K or T-1)
         example_loss = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B,)
@@ -262,10 +286,10 @@ def num_tuning_steps(config: TuneConfig, num_examples: int) -> int:
 
 
 def finetune(base_model, tokenizer, examples: list, config: TuneConfig, groups: list | None = None,
-             scored_logits_only: bool = False):
+             scored_logits_only: bool = False, precision: str = "float32"):
     """Tune a copy-free base in place: LoRA wraps it with peft, full trains every weight.
 
-    `scored_logits_only`: see `train_loop` (the real-base chapter turns it on).
+    `scored_logits_only` and `precision`: see `train_loop` (the real-base chapter sets both).
 
     Returns (model, log). For LoRA the model is a peft PeftModel whose adapter
     `save_pretrained` writes in peft's format; `merge_and_unload` gives a plain model.
@@ -283,7 +307,8 @@ def finetune(base_model, tokenizer, examples: list, config: TuneConfig, groups: 
     params = [p for p in model.parameters() if p.requires_grad]
     steps = num_tuning_steps(config, len(examples))
     log = train_loop(model, params, example_batches(tokenizer, examples, config, groups), steps, config.lr,
-                     desc=f"tune {config.method} lr={config.lr:g}", scored_logits_only=scored_logits_only)
+                     desc=f"tune {config.method} lr={config.lr:g}", scored_logits_only=scored_logits_only,
+                     precision=precision)
     log["trainable_parameters"] = sum(p.numel() for p in params)
     log["base_parameters"] = base_parameters
     log["trainable_fraction"] = log["trainable_parameters"] / base_parameters
