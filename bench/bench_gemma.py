@@ -8,10 +8,11 @@
   (input embedding frozen, as the issue measured) on the chapter's batches of 8
   real-fact questions in the template with the answer scored, through
   `tuning.train_loop`, with logits at every position and at the answer's
-  positions only (`scored_logits_only`, as the chapter tunes); tokens/s counts
-  the tokens of each batch, padding excluded;
+  positions only (`scored_logits_only`), in float32 and in bfloat16 mixed
+  precision (`precision`; the chapter tunes scored-only in bfloat16); tokens/s
+  counts the tokens of each batch, padding excluded;
 - labelling: `slick.label_facts` greedy on the first facts of each relation,
-  4 prompts of 3 shots per fact;
+  4 prompts of 3 shots per fact, in float32 and under bfloat16 autocast;
 - peak memory: the process's maximum resident set size.
 
     python bench/bench_gemma.py [--threads 2] [--steps 4] [--facts 20]
@@ -56,7 +57,9 @@ def main() -> None:
 
         facts = realfacts.build_facts()
         examples = [realbase.as_example(f) for f in facts[:64]]
-        for method, scored in (("lora", False), ("lora", True), ("full", False), ("full", True)):
+        for method, scored, precision in (("lora", False, "float32"), ("lora", True, "float32"),
+                                          ("lora", True, "bfloat16"), ("full", False, "float32"),
+                                          ("full", True, "float32"), ("full", True, "bfloat16")):
             model, tokenizer = models.load_pretrained(str(folder))
             if method == "lora":
                 from peft import LoraConfig, get_peft_model
@@ -74,24 +77,29 @@ def main() -> None:
                     yield batch
 
             stream = batches()
-            tuning.train_loop(model, params, stream, 1, 1e-4, desc="warm-up", scored_logits_only=scored)  # allocation
+            tuning.train_loop(model, params, stream, 1, 1e-4, desc="warm-up", scored_logits_only=scored,
+                              precision=precision)  # allocation
             counted.clear()
             start = time.perf_counter()
-            tuning.train_loop(model, params, stream, args.steps, 1e-4, desc=method, scored_logits_only=scored)
+            tuning.train_loop(model, params, stream, args.steps, 1e-4, desc=method, scored_logits_only=scored,
+                              precision=precision)
             seconds = time.perf_counter() - start
-            head = "the answer's positions only (the chapter)" if scored else "every position"
-            print(f"tuning, {method}, logits at {head}: {sum(counted) / seconds:.0f} tokens/s "
+            head = "the answer's positions only" if scored else "every position"
+            chapter = " (the chapter)" if scored and precision == "bfloat16" else ""
+            print(f"tuning, {method}, {precision}, logits at {head}{chapter}: {sum(counted) / seconds:.0f} tokens/s "
                   f"({seconds / args.steps:.2f} s a step, batch of 8, {sum(p.numel() for p in params) / 1e6:.1f}M "
                   "trainable)")
             del model
 
         model, tokenizer = models.load_pretrained(str(folder))
         picked = [f for r in realfacts.RELATIONS for f in [x for x in facts if x["relation"] == r][:args.facts]]
-        start = time.perf_counter()
-        labels = slick.label_facts(model, tokenizer, picked, num_prompts=4, shots=3)
-        seconds = time.perf_counter() - start
-        print(f"labelling (4 greedy 3-shot prompts a fact): {len(picked) / seconds:.2f} facts/s "
-              f"({len(picked)} facts in {seconds:.1f} s)")
+        for precision in ("float32", "bfloat16"):
+            start = time.perf_counter()
+            with realbase.precision_context(precision):
+                labels = slick.label_facts(model, tokenizer, picked, num_prompts=4, shots=3)
+            seconds = time.perf_counter() - start
+            print(f"labelling, {precision} (4 greedy 3-shot prompts a fact): {len(picked) / seconds:.2f} facts/s "
+                  f"({len(picked)} facts in {seconds:.1f} s)")
         shares = slick.category_shares(labels)["all"]
         print("categories of those facts: " + ", ".join(f"{c} {v:.2f}" for c, v in shares.items()))
         print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.1f} GB")
