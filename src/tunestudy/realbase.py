@@ -18,9 +18,11 @@ Cached kinds (hashing `SOURCES`):
 `precision` (a LabelSpec and RunSpec field): "bfloat16" runs the labelling
 answers, each tuning step's forward pass and the greedy answers under
 torch.autocast in bfloat16 (mixed precision: the weights, gradients and
-optimizer stay float32; on a CPU with AMX, as here, a LoRA step is about 1.5x
-and labelling about 2.2x faster), and "float32" runs everything in float32. The KL and the token ranks
-(`metrics.shift_analysis`) are always scored in float32.
+optimizer stay float32), and "float32" runs everything in float32. The KL and
+the token ranks (`metrics.shift_analysis`) are always scored in float32. On
+this CPU (AMX) greedy answering is about 2.1x faster in bfloat16; a tuning
+step gains little, since the weights are cast again every step (see the
+README's performance table).
 
 Facts are dicts with `instruction`, `output`, `relation` and `subject`, and
 optionally `aliases`, other right answers (`realfacts.build_facts`, or a file
@@ -184,7 +186,7 @@ class RunSpec:
     tune: dict  # asdict(tuning.TuneConfig)
     freeze_embeddings: bool = True  # full fine-tuning leaves the (tied) embedding matrix as it is
     forgetting_prompts: int = 2  # few-shot prompts per fact of the untuned relations
-    precision: str = "float32"  # of the tuning, the answers and the forgetting probes (`precision_context`)
+    precision: str = "float32"  # of the tuning steps (`tuning.train_loop`), the answers and the forgetting probes
 
 
 def _answers(model, tokenizer, facts: list, budget: int, stop_at: str | None = None) -> tuple:
