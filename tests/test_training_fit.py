@@ -1,6 +1,7 @@
 """training_fit against a slow computation: one forward pass per value token, on each growing prefix."""
 
 import numpy as np
+import pytest
 import torch
 
 from tunestudy import pipeline as P, tuning, world as W
@@ -133,7 +134,6 @@ def test_train_loop_in_bfloat16_learns_as_the_float32_loop():
 
 def test_train_loop_refuses_a_bad_precision_before_any_step():
     from tunestudy import models
-    import pytest
     model = models.build_model("tiny", 50, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'fp16'"):
