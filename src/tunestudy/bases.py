@@ -20,7 +20,7 @@ __all__ = ["BaseSpec", "CHECKPOINT_FRACTIONS", "SOURCES", "base_folder", "base_i
 
 # The modules a base's build runs (cache.py decides keys, not contents). tests/test_cache_sources.py
 # fails if a module that this file imports, directly or not, is missing here.
-SOURCES = ("bases.py", "models.py", "tuning.py", "world.py")
+SOURCES = ("bases.py", "distributed.py", "models.py", "tuning.py", "world.py")
 CHECKPOINT_FRACTIONS = (0.25, 0.35, 0.45)  # extra snapshots of every base, for "less pretrained" comparisons
 
 

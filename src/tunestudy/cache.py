@@ -28,6 +28,8 @@ from typing import Callable
 
 from filelock import FileLock
 
+from . import distributed
+
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -160,9 +162,11 @@ def _usable(folder: Path, kind: str, key: str) -> bool:
 
 
 def is_built(kind: str, params: dict, sources: tuple | None = None) -> bool:
-    """True if artifact (kind, params) is complete in the cache; nothing is built."""
+    """True if artifact (kind, params) is complete in the cache; nothing is built.
+
+    Launched processes all get rank 0's answer (see distributed.py), so they go on along one path."""
     folder = cache_root() / kind / artifact_key(kind, params, sources)
-    return folder.exists() and verify(folder) is None
+    return distributed.main_decides(folder.exists() and verify(folder) is None if distributed.is_main() else None)
 
 
 def cached(kind: str, params: dict, build: Callable[[Path], None], sources: tuple | None = None,
@@ -181,6 +185,8 @@ def cached(kind: str, params: dict, build: Callable[[Path], None], sources: tupl
     """
     key = artifact_key(kind, params, sources)
     folder = cache_root() / kind / key
+    if distributed.launched():
+        return _cached_launched(kind, params, key, folder, build, label)
     if _usable(folder, kind, key):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +208,50 @@ def cached(kind: str, params: dict, build: Callable[[Path], None], sources: tupl
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
     report_progress(kind, label, time.perf_counter() - started)
+    return folder
+
+
+def _cached_launched(kind: str, params: dict, key: str, folder: Path, build: Callable[[Path], None],
+                     label: str) -> Path:
+    """`cached` in one of several launched processes: rank 0 looks, decides and writes; every process builds.
+
+    Rank 0 holds the key's lock (another chapter, a separate command, may want the same key) and tells the
+    others whether the folder is usable; if not, every process runs `build` (the training inside it needs them
+    all), rank 0 into the temporary sibling that becomes the folder, the others into a throwaway sibling that
+    is deleted; after the rename all meet at a barrier and read rank 0's folder. A build that raises leaves
+    nothing in the cache, on any process.
+    """
+    main = distributed.is_main()
+    lock = FileLock(str(folder) + ".lock")
+    if main:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        if distributed.main_decides(_usable(folder, kind, key) if main else None):
+            return folder
+        if main:
+            _remove_stale_tmpdirs(folder)
+        kind_of_tmp = "tmp" if main else f"rank{distributed.rank()}"
+        tmpdir = folder.with_name(f"{key}.{kind_of_tmp}-{os.getpid()}-{secrets.token_hex(4)}")
+        tmpdir.mkdir(parents=True)
+        try:
+            log.info("building %s %s", kind, key[:10])
+            started = time.perf_counter()
+            build(tmpdir)
+            if main:
+                _write_manifest(tmpdir, kind, params, key)
+                if folder.exists():
+                    shutil.rmtree(folder)  # the corrupt folder found above
+                os.replace(tmpdir, folder)
+        finally:
+            if not main or tmpdir.exists():
+                shutil.rmtree(tmpdir, ignore_errors=True)
+        distributed.barrier()  # rank 0's folder is in place before anyone reads it
+    finally:
+        if main:
+            lock.release()
+    if main:
+        report_progress(kind, label, time.perf_counter() - started)
     return folder
 
 

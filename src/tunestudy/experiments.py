@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import instructions, metrics, models, studies, tuning, world as W
+from . import distributed, instructions, metrics, models, studies, tuning, world as W
 from .bases import BaseSpec, base_is_built, base_spec, build_base, checkpoint_epochs, load_base, pretrain_log
 from .evaluation import base_answers, base_probe, evaluate, training_fit
 from .sets import SetSpec, file_set_spec
@@ -172,14 +172,15 @@ def build_bases(base_kwargs_: dict, seeds: list) -> list:
     So the missing bases go in groups of as many processes as there are cores,
     each group sharing the cores (three bases on two cores: two at once, then
     one with two threads). The cores are those this process may use
-    (torch.get_num_threads()). With one core, a GPU, or a real base model
+    (torch.get_num_threads()). With one core, a GPU, several launched processes, or a real base model
     (large: loaded once per process) the bases are built here one by one.
     Returns the seeds that were built.
     """
     specs = {seed: base_spec(seed=seed, **base_kwargs_) for seed in seeds}
     missing = [seed for seed, spec in specs.items() if not base_is_built(spec)]
     cores = torch.get_num_threads()
-    if len(missing) < 2 or cores < 2 or not specs[missing[0]].synthetic or models.device().type != "cpu":
+    if (len(missing) < 2 or cores < 2 or not specs[missing[0]].synthetic or models.device().type != "cpu"
+            or distributed.launched()):  # launched: the processes build each base together, one by one
         for seed in missing:
             build_base(specs[seed])
         return missing

@@ -103,8 +103,14 @@ BASE_MODEL_CHOICES = ("'synthetic' (pretrain from scratch), a folder written by 
 
 
 def device() -> torch.device:
-    """Where models train and run: the first GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where models train and run: the first GPU when there is one, else the CPU.
+
+    Under a launcher (`accelerate launch`, `torchrun`) each process on a machine has its own GPU,
+    the one its LOCAL_RANK names, as Accelerate gives it.
+    """
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))
+    return torch.device("cpu")
 
 
 def check_base_model(spec) -> str:

@@ -47,7 +47,7 @@ __all__ = ["FACT_FIELDS", "PRECISIONS", "SOURCES", "LabelSpec", "RunSpec", "answ
            "load_fact_file", "pick_facts", "real_run", "resolve_model", "save_tiny_model", "shift_shares",
            "split_facts", "stand_in_model", "states", "tuning_set"]
 
-SOURCES = ("metrics.py", "models.py", "realbase.py", "realfacts.py", "slick.py", "tuning.py", "world.py")
+SOURCES = ("distributed.py", "metrics.py", "models.py", "realbase.py", "realfacts.py", "slick.py", "tuning.py", "world.py")
 FACT_FIELDS = ("instruction", "output", "relation", "subject")
 SPLIT_SEED = 0  # the held-out half of each relation and category: the same for every run
 PRECISIONS = tuning.PRECISIONS  # see the module docstring
@@ -263,7 +263,8 @@ def real_run(load_from: str, spec: RunSpec, tune_facts: list, heldout: list, unt
                           "category": [f["category"] for f, s in zip(heldout, shifts) for _ in s["kl"]]},
             "forgetting": forgetting,
             "train_log": {"loss": log["loss"], "trainable_parameters": log["trainable_parameters"],
-                          "trainable_fraction": log["trainable_fraction"]},
+                          "trainable_fraction": log["trainable_fraction"],
+                          **({"processes": log["processes"]} if "processes" in log else {})},  # launched only
         }
 
     return cache.cached_json("real_run", params, compute, sources=SOURCES,

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from tunestudy import cache
+from tunestudy import cache, distributed
 
 REPO_ROOT = cache.REPO_ROOT
 CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
@@ -191,6 +192,17 @@ def run_chapter(
     if not force and stored_run_key(out) == key:
         announce(f"{chapter.name}: up to date, skipped")
         return out
+    if not distributed.is_main():  # launched: every process runs the chapter, rank 0's page is the one kept
+        with tempfile.TemporaryDirectory(prefix=f"{chapter.name}.rank{distributed.rank()}-") as elsewhere:
+            _execute(chapter, parameters, Path(elsewhere), kernel_env)
+        return out
+    return _execute(chapter, parameters, output_dir, kernel_env, key)
+
+
+def _execute(chapter: Chapter, parameters: dict, output_dir: Path, kernel_env: dict | None,
+             key: str | None = None) -> Path:
+    """Run the notebook into output_dir (see run_chapter); `key` None: a launched process's throwaway run."""
+    out = output_dir / f"{chapter.name}.ipynb"
 
     running = output_dir / f"{chapter.name}.running.ipynb"
     progress = Progress(chapter.name, output_dir)
@@ -220,6 +232,8 @@ def run_chapter(
         announce(f"{chapter.name}: FAILED after {time.perf_counter() - start:.1f} s")
         raise
     seconds = time.perf_counter() - start
+    if key is None:
+        return out
     nb = nbformat.read(running, as_version=4)
     nb.metadata[RUN_KEY] = key
     nb.metadata[RUN_SECONDS] = round(seconds, 1)
@@ -239,7 +253,10 @@ _print_lock = threading.Lock()
 
 
 def announce(line: str) -> None:
-    """One line on the driver's terminal, with the wall-clock time (chapters run in threads: one line at a time)."""
+    """One line on the driver's terminal, with the wall-clock time (chapters run in threads: one line at a time).
+    Launched processes: rank 0's lines only."""
+    if not distributed.is_main():
+        return
     with _print_lock:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 

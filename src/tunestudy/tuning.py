@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .cache import PROGRESS_VARIABLE
 
 from .models import count_parameters, device
@@ -90,6 +91,9 @@ class TuneConfig:
                              f"got steps={self.steps}, epochs={self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"{name('batch_size')} must be a positive integer, got {self.batch_size}")
+        if self.batch_size < distributed.world():  # each launched process trains on its share of a batch's rows
+            raise ValueError(f"{name('batch_size')} must be at least the number of processes "
+                             f"({distributed.world()}), got {self.batch_size}")
         if self.method == "lora" and self.lora_rank < 1:
             raise ValueError(f"{name('lora_rank')} must be a positive integer, got {self.lora_rank}")
         if self.method == "lora" and not [t for t in self.lora_targets.split(",") if t.strip()]:
@@ -128,6 +132,15 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
     taken in float32). The autocast region is one step: torch keeps its
     bfloat16 copies of the weights until the region ends, so one region around
     the whole loop would train on the first step's weights throughout.
+
+    Launched in several processes (`accelerate launch`, see distributed.py),
+    each process trains on its contiguous share of every batch's rows, and the
+    loss is the batch's: each share's summed token loss over the whole batch's
+    token count, times the number of processes, since Accelerate's
+    DistributedDataParallel averages the processes' gradients. So the step
+    is the one a single process takes on the whole batch, to rounding
+    (tests/test_distributed.py), and the logged losses are the whole batch's.
+    In one process none of this runs.
     """
     from accelerate import Accelerator
     autocast(device().type, precision)  # a bad precision stops here, before any step
@@ -144,6 +157,7 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, schedule)  # stepped once per step, by us
     where = accelerator.device
+    processes, me = accelerator.num_processes, accelerator.process_index
     model.train()
     log = {"step": [], "loss": [], "group_loss": []}
     # A bar on a terminal only: none in a notebook page (plain tqdm, not tqdm.auto's widget, which
@@ -152,6 +166,10 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
     bar = tqdm(range(num_steps), desc=desc, mininterval=2.0, leave=False, disable=quiet)
     for step in bar:
         input_ids, attention_mask, loss_mask, groups = next(batches)
+        if processes > 1:  # this process's rows of the batch
+            rows = distributed.shard_rows(len(input_ids), me, processes)
+            input_ids, attention_mask, loss_mask = input_ids[rows], attention_mask[rows], loss_mask[rows]
+            groups = groups[rows.start:rows.stop]
         input_ids, attention_mask, loss_mask = input_ids.to(where), attention_mask.to(where), loss_mask.to(where)
         with autocast(where.type, precision):
             if scored_logits_only:  # positions t whose next token t+1 is scored in some row of the batch
@@ -166,9 +184,15 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
         # Token t predicts token t+1; loss_mask marks the predicted tokens that count.
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, K or T-1)
         example_loss = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B,)
-        loss = (token_loss * mask).sum() / mask.sum()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step} (lr={lr}); "
+        if processes == 1:
+            loss = batch_loss = (token_loss * mask).sum() / mask.sum()
+        else:  # the whole batch's sum and count; DDP's mean of the processes' gradients undoes the factor
+            summed = (token_loss * mask).sum()
+            totals = accelerator.reduce(torch.stack([summed.detach(), mask.sum()]), reduction="sum")
+            loss = summed / totals[1] * processes
+            batch_loss = totals[0] / totals[1]
+        if not torch.isfinite(batch_loss):  # every process sees the same batch loss: all stop together
+            raise FloatingPointError(f"{desc}: loss became {batch_loss.item()} at step {step} (lr={lr}); "
                                      "lower the learning rate. Nothing was saved.")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -176,13 +200,19 @@ def train_loop(model, params, batches, num_steps: int, lr: float, desc: str, war
         optimizer.step()
         scheduler.step()
         log["step"].append(step)
-        log["loss"].append(loss.item())
-        log["group_loss"].append(_mean_by_group(example_loss.detach(), groups))
+        log["loss"].append(batch_loss.item())
+        if processes == 1:
+            log["group_loss"].append(_mean_by_group(example_loss.detach(), groups))
+        else:
+            log["group_loss"].append(_mean_by_group(torch.tensor(distributed.gathered(example_loss.detach().tolist())),
+                                                    distributed.gathered(groups)))
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{batch_loss.item():.3f}")
         if on_step is not None:
             on_step(step)
     model.eval()
+    if processes > 1:  # launched; one process's log stays as it always was
+        log["processes"] = processes
     return log
 
 
