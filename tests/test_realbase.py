@@ -127,11 +127,31 @@ def test_bfloat16_precision_autocasts_the_matmuls_and_float32_leaves_them():
     assert layer.weight.dtype == torch.float32  # mixed precision: the weights stay float32
 
 
-@pytest.mark.parametrize("bad", ["float16", "bf16", "", None])
+@pytest.mark.parametrize("bad", ["float16", "bf16", "", None, "Auto"])
 def test_a_bad_precision_is_one_line_naming_precision(bad):
-    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16") as error:
+    with pytest.raises(ValueError, match=r"^precision must be one of auto, float32, bfloat16, got ") as error:
         realbase.check_precision(bad)
     assert "\n" not in str(error.value)
+
+
+AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile\n"
+AVX512_BF16_CPU = "flags\t\t: fpu avx2 avx512f avx512_bf16\n"
+AVX2_CPU = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 fma avx avx2\n"
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [(AMX_CPU, "bfloat16"), (AVX512_BF16_CPU, "bfloat16"),
+                                               (AVX2_CPU, "float32"), ("", "float32")])
+def test_auto_precision_is_bfloat16_only_where_the_cpu_multiplies_it_natively(cpuinfo, expected, monkeypatch):
+    from tunestudy import models
+    monkeypatch.setattr(models, "device", lambda: __import__("torch").device("cpu"))
+    assert realbase.check_precision("auto", cpuinfo) == expected
+    assert realbase.check_precision("float32", cpuinfo) == "float32"  # a named precision is kept as it is
+    assert realbase.check_precision("bfloat16", cpuinfo) == "bfloat16"
+
+
+def test_cpu_flags_reads_the_flags_line():
+    assert realbase.cpu_flags(AVX2_CPU) == {"fpu", "sse2", "fma", "avx", "avx2"}
+    assert realbase.cpu_flags("model name\t: x\n") == set()
 
 
 def test_the_chapter_stops_on_a_bad_precision_before_any_work(tmp_path, monkeypatch):

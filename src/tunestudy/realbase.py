@@ -53,9 +53,44 @@ SPLIT_SEED = 0  # the held-out half of each relation and category: the same for 
 PRECISIONS = tuning.PRECISIONS  # see the module docstring
 
 
-def check_precision(precision) -> str:
-    """The precision parameter unchanged, or a one-line error listing the allowed ones."""
-    tuning.autocast(models.device().type, precision)
+AUTO = "auto"
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 CPUs that multiply bfloat16 in hardware
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set:
+    """The CPU's feature flags from /proc/cpuinfo (or the text given); empty where there is no such file."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def native_bfloat16(device_type: str, cpuinfo: str | None = None) -> bool:
+    """True where bfloat16 matmuls run in hardware: a GPU that supports them, a CPU with AMX or AVX-512 BF16.
+
+    Elsewhere torch emulates them: on this project's AMD EPYC (AVX2 only) a one-thread 1024x1024 matmul
+    ran at 0.7 GFLOP/s in bfloat16 against 33.8 in float32, where an Intel CPU with AMX ran 1,072 against 156.
+    """
+    if device_type == "cuda":
+        import torch
+        return torch.cuda.is_bf16_supported()
+    return device_type == "cpu" and bool(cpu_flags(cpuinfo) & set(NATIVE_BF16_FLAGS))
+
+
+def check_precision(precision, cpuinfo: str | None = None) -> str:
+    """The precision to run in: "auto" is bfloat16 where the device computes it natively, else float32;
+    "float32" and "bfloat16" as given; anything else a one-line error listing the allowed ones."""
+    if precision == AUTO:
+        return "bfloat16" if native_bfloat16(models.device().type, cpuinfo) else "float32"
+    try:
+        tuning.autocast(models.device().type, precision)
+    except ValueError:
+        raise ValueError(f"precision must be one of {AUTO}, {', '.join(tuning.PRECISIONS)}, got {precision!r}") from None
     return precision
 
 
