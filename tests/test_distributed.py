@@ -47,6 +47,17 @@ def test_a_batch_smaller_than_the_processes_is_one_line_naming_batch_size(monkey
     tuning.TuneConfig(batch_size=4).validate()
 
 
+def test_the_book_refuses_a_launcher_in_one_line_before_any_work(monkeypatch, tmp_path, capsys):
+    """`book` runs chapters in parallel kernels, which cannot share one launch's process group."""
+    from tunestudy.__main__ import main
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path / "cache"))
+    assert main(["book", "--smoke", "--only", "00_measures"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("tunestudy: error: book cannot run under a launcher (2 processes)") and error.count("\n") == 1
+    assert not (tmp_path / "cache").exists()
+
+
 def test_in_one_process_nothing_is_gathered_or_broadcast(monkeypatch):
     for name in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)

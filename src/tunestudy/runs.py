@@ -600,6 +600,9 @@ def build_book(
     A row whose source notebook does not exist yet is skipped with a note, so
     the table can list chapters still being written.
     """
+    if distributed.launched():  # chapters run in parallel kernels, each would join the launch's one process group
+        raise UsageError(f"book cannot run under a launcher ({distributed.world()} processes): launch one chapter "
+                         "at a time, e.g. accelerate launch --multi_gpu -m tunestudy run 14_real_base")
     start = time.perf_counter()
     selected = [find_chapter(name, table) for name in chapters] if chapters else [c for c in table if c.in_default_book]
     present = []
