@@ -259,3 +259,13 @@ def test_only_pipeline_code_invalidates_artifacts(tmp_path, monkeypatch):
         assert cache.source_hash(sources) != before
     finally:
         cache.source_hash.cache_clear()
+
+
+def test_built_in_this_process_counts_builds_not_reuses(tmp_path, monkeypatch):
+    """Chapter 14's cost sentence uses its own time only when it built something."""
+    monkeypatch.setenv("TUNESTUDY_CACHE", str(tmp_path))
+    before = cache.built_in_this_process()
+    cache.cached_json("count", {"n": 1}, lambda: {"v": 1}, sources=())
+    assert cache.built_in_this_process() == before + 1
+    cache.cached_json("count", {"n": 1}, lambda: {"v": 1}, sources=())  # reused: not counted
+    assert cache.built_in_this_process() == before + 1

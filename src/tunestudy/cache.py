@@ -255,8 +255,18 @@ def _cached_launched(kind: str, params: dict, key: str, folder: Path, build: Cal
     return folder
 
 
+_built_here = 0  # artifacts this process has built (report_progress counts them)
+
+
+def built_in_this_process() -> int:
+    """How many artifacts this process has built so far: 0 for a page re-executed wholly from the cache."""
+    return _built_here
+
+
 def report_progress(kind: str, label: str, seconds: float) -> None:
     """Append one built artifact to the file named by $TUNESTUDY_PROGRESS, if any (one short write: atomic)."""
+    global _built_here
+    _built_here += 1
     path = os.environ.get(PROGRESS_VARIABLE)
     if not path:
         return
