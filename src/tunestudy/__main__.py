@@ -1,4 +1,4 @@
-"""Command line: `python -m tunestudy list | run NAME [-p KEY VALUE ...] | book`."""
+"""Command line: `python -m tunestudy list | run NAME [-p KEY VALUE ...] | book | shift --base B --tuned T --data F`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import papermill
 from pathlib import Path
 
-from tunestudy import runs
+from tunestudy import runs, shiftpage, tokenshift
 
 
 def parse_value(text: str):
@@ -46,7 +46,43 @@ def make_parser() -> argparse.ArgumentParser:
     book.add_argument("--only", nargs="+", metavar="NAME", help="run only these chapters")
     book.add_argument("--workers", type=int, default=None,
                       help="chapters run at once after the first (default: 2 on a multi-core CPU, 1 with a GPU)")
+    shift = commands.add_parser(
+        "shift", help="token shift between a base model and a tuned version of it: results file and page",
+        description="Teacher-force the tuned model's greedy answers through both models: per-token KL, the "
+                    "reference's top-k KL, URIAL's unshifted / marginal / shifted shares, and a page with a "
+                    "token-level viewer.")
+    defaults = tokenshift.PairSpec("", "", "")
+    shift.add_argument("--base", required=True, help="a save_pretrained folder, a hub id, or gemma3-270m")
+    shift.add_argument("--tuned", required=True, help="the same kinds, or a PEFT adapter folder on --base")
+    shift.add_argument("--data", required=True,
+                       help="an Alpaca JSON, JSON Lines or Parquet file, a dataset folder or a datasets hub id")
+    shift.add_argument("--output-dir", type=Path, default=Path("token_shift"),
+                       help="where the results file, the token file and the page go (default: ./token_shift)")
+    shift.add_argument("--num-examples", type=int, default=defaults.num_examples,
+                       help="the first N instructions of --data")
+    shift.add_argument("--template", default=defaults.template,
+                       help=f"the tuned model's prompt: {', '.join(tokenshift.TEMPLATES)}")
+    shift.add_argument("--base-template", default=defaults.base_template,
+                       help="the base's prompt (default: --template's); URIAL showed its base query-answer")
+    shift.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="answer length cap")
+    shift.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per forward pass")
+    shift.add_argument("--device", default=defaults.device, help=f"{', '.join(tokenshift.DEVICES)}")
+    shift.add_argument("--precision", default=defaults.precision,
+                       help="of the tuned model's answers: auto, float32, bfloat16 (scoring is float32)")
+    shift.add_argument("--no-page", action="store_true", help="write the results only, no page")
     return parser
+
+
+def run_shift(args) -> None:
+    """`tunestudy shift`: checks, results, then the page drawn from the results alone."""
+    spec = tokenshift.PairSpec(
+        base=args.base, tuned=args.tuned, data=args.data, num_examples=args.num_examples,
+        template=args.template, base_template=args.base_template, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, device=args.device, precision=args.precision)
+    path = tokenshift.run_pair(spec, args.output_dir)
+    print(f"results: {path}")
+    if not args.no_page:
+        print(f"page: {shiftpage.write_page(args.output_dir)}")
 
 
 def print_table(table: tuple[runs.Chapter, ...]) -> None:
@@ -77,9 +113,11 @@ def main(argv: list[str] | None = None, table: tuple[runs.Chapter, ...] = runs.C
                 args.name, overrides, output_dir=args.output_dir,
                 smoke=args.smoke, force=args.force, table=table,
             )
+        elif args.command == "shift":
+            run_shift(args)
         else:
             runs.build_book(args.only, smoke=args.smoke, table=table, workers=args.workers)
-    except runs.UsageError as err:
+    except (runs.UsageError, tokenshift.PairError) as err:
         print(f"tunestudy: error: {err}", file=sys.stderr)
         return 2
     except papermill.PapermillExecutionError as err:

@@ -177,9 +177,9 @@ def rank_under_base(lp_base: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     return 1 + (lp_base > chosen).sum(-1)
 
 
-def _shift_stats(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int) -> dict:
+def _shift_stats(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int, top_tokens: int = 0) -> dict:
     tuned_top = lp_tuned.argmax(-1)  # (T,)
-    return {
+    stats = {
         "kl": kl_per_position(lp_base, lp_tuned),
         "kl_topk": kl_topk_per_position(lp_base, lp_tuned, top_k),
         "kl_top10": kl_topk_per_position(lp_base, lp_tuned, top_k, within=10),
@@ -187,11 +187,18 @@ def _shift_stats(lp_base: torch.Tensor, lp_tuned: torch.Tensor, top_k: int) -> d
         "tuned_top": tuned_top,
         "base_top": lp_base.argmax(-1),
     }
+    if top_tokens:  # what the base would have said instead, for a token-level viewer
+        values, ids = lp_base.topk(min(top_tokens, lp_base.shape[-1]), dim=-1)  # (T, n)
+        stats.update(base_top_ids=ids, base_top_probs=values.exp(),
+                     base_prob=lp_base.gather(1, tuned_top[:, None])[:, 0].exp(),
+                     tuned_prob=lp_tuned.gather(1, tuned_top[:, None])[:, 0].exp())
+    return stats
 
 
 def shift_analysis(base, tuned, prompts: list[list[int]], responses: list[list[int]],
                    pad_id: int, batch_size: int = 32, top_k: int = 30,
-                   base_prompts: list[list[int]] | None = None, scored_only: bool = False) -> list[dict]:
+                   base_prompts: list[list[int]] | None = None, scored_only: bool = False,
+                   top_tokens: int = 0) -> list[dict]:
     """Per example a dict of (T_i,) tensors: kl, kl_topk, base_rank, tuned_top, base_top.
 
     Both models see the same right-padded batch; only the per-position results
@@ -201,14 +208,16 @@ def shift_analysis(base, tuned, prompts: list[list[int]], responses: list[list[i
     `base_prompts` replaces the base's prompts (URIAL-style in-context examples
     before the same question), keeping the tuned model's prompts as they are.
     `scored_only` computes logits at the response's positions only (see
-    `_batch_logprobs`); the real-base chapter turns it on.
+    `_batch_logprobs`); the real-base chapter turns it on. `top_tokens` > 0 adds base_top_ids and
+    base_top_probs (T_i, top_tokens), the base's most probable tokens, and base_prob and tuned_prob, each
+    model's probability of the tuned model's top token.
     """
     result: list[dict | None] = [None] * len(prompts)
     with _eval_no_grad(base, tuned):
         for idx, (lps_base, lps_tuned) in _iter_logprobs([base, tuned], prompts, responses, pad_id, batch_size,
                                                          [base_prompts or prompts, prompts], scored_only):
             for i, lb, lt in zip(idx, lps_base, lps_tuned):
-                result[i] = _shift_stats(lb, lt, top_k)
+                result[i] = _shift_stats(lb, lt, top_k, top_tokens)
     return result
 
 
