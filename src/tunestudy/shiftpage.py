@@ -238,8 +238,9 @@ def write_page(output_dir) -> Path:
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    # offline: the template's require.js and MathJax come from a CDN, and the page needs neither
+    # offline: the template's require.js, MathJax and mermaid come from a CDN, and the page needs none of them
     body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)
+    body = re.sub(r'<script type="module">(?:(?!</script>).)*cdnjs(?:(?!</script>).)*</script>', "", body, flags=re.S)
     page = output_dir / f"{PAGE}.html"
     page.write_text(body, encoding="utf-8")
     return page
