@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunestudy import bases, cache, conflict, evaluation, knowledge, restoring, screening, studies, tuned
+from tunestudy import bases, cache, conflict, evaluation, knowledge, restoring, screening, shiftdemo, studies, tuned
 
 PACKAGE = Path(cache.__file__).parent
 # cache.py decides where an artifact lives and what its key is, not what it holds.
@@ -49,7 +49,8 @@ def closure(module_file: str) -> set:
 @pytest.mark.parametrize("module, sources", [
     ("bases.py", bases.SOURCES), ("tuned.py", tuned.SOURCES), ("evaluation.py", evaluation.SOURCES),
     ("studies.py", studies.SOURCES), ("screening.py", screening.SOURCES), ("restoring.py", restoring.SOURCES),
-    ("knowledge.py", knowledge.SOURCES), ("conflict.py", conflict.SOURCES)])
+    ("knowledge.py", knowledge.SOURCES), ("conflict.py", conflict.SOURCES),
+    ("shiftdemo.py", shiftdemo.SOURCES)])
 def test_each_kind_hashes_every_module_its_build_imports(module, sources):
     missing = closure(module) - set(sources) - NOT_CONTENT
     assert not missing, f"{module}'s cached kinds do not hash {sorted(missing)}: add them to its SOURCES"

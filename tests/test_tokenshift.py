@@ -190,3 +190,26 @@ def test_the_command_line_prints_one_line_and_exits_2(pair, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and err.startswith("tunestudy: error: --data")
     assert not (tmp_path / "out").exists()
+
+
+def test_token_roles_mark_the_stated_fact_as_value():
+    from tunestudy import shiftdemo
+    pieces = ["Sure", "!", " The", " answer", " is", " Port", "-", "au", "-", "Prince", ".", " I", " hope", " this",
+              " helps", ".", "<eos>"]
+    rows = [{"example": 0, "token": p} for p in pieces] + [{"example": 1, "token": p} for p in ("Paris", "<eos>")]
+    roles = shiftdemo.token_roles(rows)
+    assert [p for p, r in zip(pieces, roles) if r == "value"] == [" Port", "-", "au", "-", "Prince"]
+    assert roles[len(pieces):] == ["style", "style"]  # no "The answer is": no stated fact
+
+
+@pytest.mark.parametrize("interval, opening, expected", [
+    ((0.6, 0.8), "Sure! The answer is Paris.", "reproduced"),
+    ((0.2, 0.4), "Sure! The answer is Paris.", "not reproduced"),
+    ((0.4, 0.6), "Sure! The answer is Paris.", "inconclusive"),
+    ((0.9, 1.0), "Paris", "premise not met"),  # the null adapter: it answers as the base does, all unshifted
+])
+def test_the_verdict_on_hand_made_results(interval, opening, expected):
+    from tunestudy import shiftdemo
+    results = {"summary": {"intervals": {"unshifted": list(interval)}, "shares": {"unshifted": sum(interval) / 2}},
+               "answers": [{"answer": opening}] * 3 + [{"answer": "Paris"}]}
+    assert shiftdemo.verdict_mostly_unshifted(results)["verdict"] == expected

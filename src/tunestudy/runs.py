@@ -89,6 +89,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             "notebooks/13_knowledge_conflict.ipynb", part="What tuning does to knowledge"),
     # Gemma 3 270M on real facts: it needs none of chapter 1's bases, so it starts with the others after it
     Chapter("14_real_base", "A real base model", "notebooks/14_real_base.ipynb", part="A real base model"),
+    # `tunestudy shift` on Gemma and an adapter tuned on it: the command a reader runs on their own pair
+    Chapter("15_token_shift", "Measure your own pair", "notebooks/15_token_shift.ipynb", part="A real base model"),
 )
 # Pages that are not executed: (part, file under book/, title), after the chapters.
 STATIC_PAGES = (("Back matter", "references", "References"),)

@@ -6,6 +6,7 @@ a model, so a page is redrawn without torch work.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import uuid
@@ -75,6 +76,7 @@ def token_tables(results: dict) -> tuple:
     for key, category in (("top_shifted", "shifted"), ("top_unshifted", "unshifted")):
         table = pd.DataFrame(results["summary"][key], columns=["token", category, "all", "share"])
         table["share"] = table["share"].map(lambda v: f"{v:.2f}")
+        table["token"] = table["token"].map(html.escape)  # "<eos>" is a token, not a tag
         table = table.rename(columns={category: f"times {category}", "all": "times in answers",
                                       "share": f"share {category}"})
         out.append(table)
@@ -110,7 +112,7 @@ def viewer_html(results: dict, tokens: list, page_size: int = 10) -> str:
 #{box} .info {{position: sticky; top: 0; background: #f9fafb; border: 1px solid #e5e7eb; padding: 0.4em 0.6em;
   min-height: 3.2em; font-size: 13px; z-index: 1;}}
 #{box} .info table {{border-collapse: collapse; margin-top: 0.2em;}}
-#{box} .info td {{padding: 0 0.8em 0 0;}}
+#{box} .info td {{padding: 0 0.8em 0 0; text-align: left;}}
 </style>
 <div class="bar">
  <input class="find" type="search" placeholder="search instructions and answers" aria-label="search">
@@ -207,7 +209,7 @@ def headline(results: dict) -> str:
     lora, full = refs["ghosh_topk_kl"]["LoRA"], refs["ghosh_topk_kl"]["full fine-tuning"]
     base_template = p["base_template"] or p["template"]
     return (
-        f"# Token shift: `{p['base']}` to `{p['tuned']}`\n\n"
+        f"# Token shift: `{short(p['base'])}` to `{short(p['tuned'])}`\n\n"
         f"The tuned model answered {s['answers']} instructions of `{p['data']}` greedily (prompt template "
         f"*{p['template']}*, the base's *{base_template}*; at most {p['max_new_tokens']} tokens), "
         f"{s['positions']} answer tokens in all. Of them {pct['unshifted']:.1f}% are **unshifted** (the base's "
@@ -244,3 +246,9 @@ def write_page(output_dir) -> Path:
     page = output_dir / f"{PAGE}.html"
     page.write_text(body, encoding="utf-8")
     return page
+
+
+def short(argument: str) -> str:
+    """A model argument for a title: a folder's last name, a cache key cut to 12 characters."""
+    name = Path(argument).name or argument
+    return name[:12] + "…" if len(name) == 64 and all(c in "0123456789abcdef" for c in name) else name

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import instructions, metrics, models, plots, realbase, tuning, world as W
+from . import cache, instructions, metrics, models, plots, realbase, tuning, world as W
 from .data import load_alpaca
 
 __all__ = ["PairError", "PairSpec", "TEMPLATES", "analyse", "check_pair", "load_pair", "run_pair", "summarize"]
@@ -442,10 +442,18 @@ RESULTS_FILE = "token_shift.json"
 TOKENS_FILE = "token_shift_tokens.jsonl"
 
 
+def shown(argument: str) -> str:
+    """An argument as a results file records it: a path inside the artifact cache relative to it, so the
+    same run writes the same bytes wherever the cache is."""
+    root = str(cache.cache_root().resolve())
+    path = str(Path(argument).expanduser().resolve()) if Path(argument).expanduser().exists() else argument
+    return "$TUNESTUDY_CACHE" + path[len(root):] if path.startswith(root + os.sep) else argument
+
+
 def model_provenance(spec: str) -> dict:
     """What a model argument was, and what identifies its weights (a folder's files' SHA-256, else its name)."""
     resolved = _resolved(spec)
-    return {"argument": spec, "adapter": is_adapter(spec), "fingerprint": models.fingerprint(resolved)}
+    return {"argument": shown(spec), "adapter": is_adapter(spec), "fingerprint": models.fingerprint(resolved)}
 
 
 def machine() -> dict:
@@ -478,13 +486,13 @@ def run_pair(spec: PairSpec, output_dir: Path) -> Path:
     seconds = time.perf_counter() - loaded
     data_file = Path(instructions.alpaca_file(spec.data))
     results = {
-        "parameters": asdict(spec),
+        "parameters": {**asdict(spec), **{k: shown(getattr(spec, k)) for k in ("base", "tuned", "data")}},
         "summary": analysis["summary"],
         "answers": analysis["answers"],
         "references": {"urial_shares": URIAL_SHARES, "ghosh_topk_kl": GHOSH_TOPK_KL},
         "provenance": {
             "base": model_provenance(spec.base), "tuned": model_provenance(spec.tuned),
-            "data": {"argument": spec.data, "sha256": hashlib.sha256(data_file.read_bytes()).hexdigest(),
+            "data": {"argument": shown(spec.data), "sha256": hashlib.sha256(data_file.read_bytes()).hexdigest(),
                      "examples": len(examples)},
             "machine": machine(), "device": str(device_for(spec)),
             "precision": realbase.check_precision(spec.precision),
