@@ -250,11 +250,11 @@ def test_only_pipeline_code_invalidates_artifacts(tmp_path, monkeypatch):
     cache.source_hash.cache_clear()
     try:
         before, everything = cache.source_hash(sources), cache.source_hash(None)
-        (copy / "plots.py").write_text((copy / "plots.py").read_text() + "\n# a new colour\n")
+        (copy / "plots.py").write_text((copy / "plots.py").read_text() + "\nNEW_COLOUR = 1\n")
         cache.source_hash.cache_clear()
         assert cache.source_hash(sources) == before
         assert cache.source_hash(None) != everything  # the run table still re-executes notebooks
-        (copy / "tuning.py").write_text((copy / "tuning.py").read_text() + "\n# a change\n")
+        (copy / "tuning.py").write_text((copy / "tuning.py").read_text() + "\nCHANGE = 1\n")
         cache.source_hash.cache_clear()
         assert cache.source_hash(sources) != before
     finally:
@@ -269,3 +269,15 @@ def test_built_in_this_process_counts_builds_not_reuses(tmp_path, monkeypatch):
     assert cache.built_in_this_process() == before + 1
     cache.cached_json("count", {"n": 1}, lambda: {"v": 1}, sources=())  # reused: not counted
     assert cache.built_in_this_process() == before + 1
+
+
+def test_comments_and_docstrings_do_not_enter_the_source_hash():
+    """What code says about itself is not what it computes; indentation and every token still count."""
+    code = 'def f(x):\n    """Doc."""\n    y = x  # why\n    return y\n'
+    same = ('"""A module docstring."""\n\ndef f(x):\n    """Another docstring,\n    on two lines."""\n'
+            '    y = x\n\n    return y  # a comment\n')
+    assert cache.normalized_source(code) == cache.normalized_source(same)
+    moved = 'def f(x):\n    y = x\nreturn_y = 1\n'
+    for other in (code.replace("y = x", "y = x + 1"), moved, code.replace('"""Doc."""', 'print("Doc.")')):
+        assert cache.normalized_source(other) != cache.normalized_source(code)
+    assert "Doc" not in cache.normalized_source(code) and "why" not in cache.normalized_source(code)

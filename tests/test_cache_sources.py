@@ -5,7 +5,6 @@ The import graph is read from the code itself (every `from . import x`, `from .x
 list makes this test fail.
 """
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -18,32 +17,11 @@ NOT_CONTENT = {"cache.py"}
 
 
 def package_imports(module_file: str) -> set:
-    """The package modules (file names) that one module imports, anywhere in its body."""
-    tree = ast.parse((PACKAGE / module_file).read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import y
-                found.add(node.module.split(".")[0] + ".py")
-            elif node.level == 1:  # from . import x, y
-                found |= {alias.name + ".py" for alias in node.names}
-            elif node.module and node.module.startswith("tunestudy"):
-                parts = node.module.split(".")
-                found |= {parts[1] + ".py"} if len(parts) > 1 else {a.name + ".py" for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] + ".py" for a in node.names if a.name.startswith("tunestudy.")}
-    return {f for f in found if (PACKAGE / f).exists()}
+    return cache.package_imports(module_file, PACKAGE)
 
 
 def closure(module_file: str) -> set:
-    seen, todo = set(), [module_file]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        todo += sorted(package_imports(current) - seen)
-    return seen
+    return cache.import_closure([module_file], PACKAGE)
 
 
 @pytest.mark.parametrize("module, sources", [
@@ -93,12 +71,17 @@ def test_editing_metrics_changes_evaluation_keys_but_not_base_keys(tmp_path, mon
         before = {k: cache.artifact_key(k, {"n": 1}, s) for k, s in
                   (("base", bases.SOURCES), ("tuned", tuned.SOURCES), ("evaluation", evaluation.SOURCES))}
         path = tmp_path / "metrics.py"
-        path.write_text(path.read_text().replace('"""', '"""Edited docstring. ', 1))
+        path.write_text(path.read_text().replace('"""', '"""Edited docstring. ', 1) + "\n# a comment\n")
+        cache.source_hash.cache_clear()
+        docstring = {k: cache.artifact_key(k, {"n": 1}, s) for k, s in
+                     (("base", bases.SOURCES), ("tuned", tuned.SOURCES), ("evaluation", evaluation.SOURCES))}
+        path.write_text(path.read_text() + "\nEDITED = True\n")
         cache.source_hash.cache_clear()
         after = {k: cache.artifact_key(k, {"n": 1}, s) for k, s in
                  (("base", bases.SOURCES), ("tuned", tuned.SOURCES), ("evaluation", evaluation.SOURCES))}
     finally:
         cache.source_hash.cache_clear()
+    assert docstring == before  # a docstring or a comment re-keys nothing
     assert after["base"] == before["base"] and after["tuned"] == before["tuned"]
     assert after["evaluation"] != before["evaluation"]
 

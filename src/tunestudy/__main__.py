@@ -44,6 +44,8 @@ def make_parser() -> argparse.ArgumentParser:
     book = commands.add_parser("book", help="run the chapters and build the HTML book")
     book.add_argument("--smoke", action="store_true", help="tiny runs, for tests")
     book.add_argument("--only", nargs="+", metavar="NAME", help="run only these chapters")
+    book.add_argument("--force", action="store_true",
+                      help="recompute every chapter, even the current ones (make reproduce: with an empty cache)")
     book.add_argument("--workers", type=int, default=None,
                       help="chapters run at once after the first (default: 2 on a multi-core CPU, 1 with a GPU)")
     shift = commands.add_parser(
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None, table: tuple[runs.Chapter, ...] = runs.C
         elif args.command == "shift":
             run_shift(args)
         else:
-            runs.build_book(args.only, smoke=args.smoke, table=table, workers=args.workers)
+            runs.build_book(args.only, smoke=args.smoke, table=table, workers=args.workers, force=args.force)
     except (runs.UsageError, tokenshift.PairError) as err:
         print(f"tunestudy: error: {err}", file=sys.stderr)
         return 2

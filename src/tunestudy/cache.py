@@ -5,7 +5,9 @@ artifact's kind, its parameter values and the source of the modules its build
 runs (each kind declares them next to its `cached` call, e.g. `bases.SOURCES`),
 so a changed parameter or a changed line of that code can never silently reuse
 a stale result (keying by a run's *name* is the mistake this avoids), while an
-edit elsewhere (a docstring in metrics.py) does not pretrain a base again.
+edit elsewhere does not pretrain a base again. The source enters the key as its
+tokens without comments and docstrings (`normalized_source`): editing what the
+code says about itself re-keys nothing.
 
 A folder only ever appears complete: it is built in a temporary sibling folder,
 a MANIFEST.json with the checksum of every file is written last, and the folder
@@ -15,14 +17,17 @@ files (a crash, a truncated copy) is treated as absent and rebuilt.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
 import secrets
 import shutil
 import time
+import tokenize
 from pathlib import Path
 from typing import Callable
 
@@ -60,9 +65,71 @@ def source_hash(files: tuple | None = None) -> str:
     for path in paths:
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
         digest.update(b"\0")
-        digest.update(path.read_bytes())
+        digest.update(normalized_source(path.read_text(encoding="utf-8")).encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def normalized_source(text: str) -> str:
+    """A module's tokens without its comments, docstrings and blank lines, one space apart; indentation and
+    line ends stay as tokens, so every change to what the code computes changes the result."""
+    docstrings = []  # (start, end) positions of each module, class and function docstring
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                docstrings.append(((first.lineno, first.col_offset), (first.end_lineno, first.end_col_offset)))
+    kept, after_docstring = [], False
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type in (tokenize.COMMENT, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        if token.type == tokenize.STRING and any(lo <= token.start and token.end <= hi for lo, hi in docstrings):
+            after_docstring = True
+            continue
+        if after_docstring and token.type == tokenize.NEWLINE:  # the docstring's own line end
+            after_docstring = False
+            continue
+        after_docstring = False
+        kept.append({tokenize.INDENT: "<indent>", tokenize.DEDENT: "<dedent>", tokenize.NEWLINE: "<nl>"}
+                    .get(token.type, token.string))
+    return " ".join(kept)
+
+
+def package_imports(module_file: str, package: Path | None = None) -> set:
+    """The package modules (file names) one module imports, anywhere in its body (also inside functions)."""
+    package = package or PACKAGE_DIR
+    return {f for f in imported_modules((package / module_file).read_text(encoding="utf-8"), relative=True)
+            if (package / f).exists()}
+
+
+def imported_modules(code: str, relative: bool = False) -> set:
+    """File names of the tunestudy modules that `code` imports (`from . import x` too when `relative`)."""
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom):
+            if relative and node.level == 1 and node.module:  # from .x import y
+                found.add(node.module.split(".")[0] + ".py")
+            elif relative and node.level == 1:  # from . import x, y
+                found |= {alias.name + ".py" for alias in node.names}
+            elif node.level == 0 and node.module and node.module.split(".")[0] == "tunestudy":
+                parts = node.module.split(".")
+                found |= {parts[1] + ".py"} if len(parts) > 1 else {a.name + ".py" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] + ".py" for a in node.names if a.name.startswith("tunestudy.")}
+    return found
+
+
+def import_closure(module_files, package: Path | None = None) -> set:
+    """The named modules and every package module they import, directly or not."""
+    package = package or PACKAGE_DIR
+    seen, todo = set(), [f for f in module_files if (package / f).exists()]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        todo += sorted(package_imports(current, package) - seen)
+    return seen
 
 
 def _check_json(value, where: str) -> None:

@@ -37,10 +37,17 @@ warnings.filterwarnings("ignore", message="The figure layout has changed to tigh
 PANEL = (5.2, 3.6)  # inches per panel: wide enough for a label and a legend
 
 
-def panels(num: int, sharey: bool = False, rows: int = 1):
-    """A figure of `num` panels, each PANEL wide, laid out so labels never run into the next panel."""
+MAX_COLUMNS = 2  # panels side by side: a wider figure is shrunk to the page's width until its labels are unreadable
+
+
+def panels(num: int, sharey: bool = False, rows: int | None = None):
+    """A figure of `num` panels, each PANEL wide, at most MAX_COLUMNS to a row, laid out so labels never run
+    into the next panel; a last row's empty place is left blank."""
+    rows = rows or math.ceil(num / MAX_COLUMNS)
     cols = math.ceil(num / rows)
     fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows), sharey=sharey, squeeze=False)
+    for ax in axes.ravel()[num:]:
+        ax.remove()
     return fig, axes.ravel()[:num] if num > 1 else axes.ravel()[0]
 
 

@@ -140,17 +140,36 @@ def run_parameters(chapter: Chapter, overrides: dict | None, smoke: bool) -> dic
     return parameters
 
 
+def chapter_sources(chapter: Chapter) -> tuple:
+    """The package modules a chapter's notebook can run: those its code cells import, and all they import."""
+    notebook = nbformat.read(chapter.source, as_version=4)
+    found = {"__init__.py"}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":  # IPython magics and shell lines are not Python
+            found |= cache.imported_modules("\n".join(line for line in cell.source.splitlines()
+                                                      if not line.lstrip().startswith(("%", "!"))))
+    return tuple(sorted(cache.import_closure(found)))
+
+
 def run_key(chapter: Chapter, parameters: dict) -> str:
     """Hash of everything an executed chapter depends on that we control.
 
-    The notebook bytes, the injected parameters and the package source: unlike
-    Jupyter Book's own cache (code cells only), a change in src/ re-runs.
+    The notebook bytes, the injected parameters and the source of the package modules the notebook
+    imports, directly or not (`chapter_sources`), without comments and docstrings
+    (`cache.normalized_source`): unlike Jupyter Book's own cache (code cells only), a change in the code a
+    chapter runs re-runs it, and an edit of a module it never imports, or of a docstring, does not.
     """
     digest = hashlib.sha256()
     digest.update(chapter.source.read_bytes())
     digest.update(cache.canonical_json(parameters).encode())
-    digest.update(cache.source_hash(None).encode())  # any code change re-executes
+    digest.update(cache.source_hash(chapter_sources(chapter)).encode())
     return digest.hexdigest()
+
+
+def is_current(chapter: Chapter, output_dir: Path = CHAPTERS_DIR, smoke: bool = False) -> bool:
+    """Is the executed chapter in output_dir the one its notebook, parameters and code give now?"""
+    key = run_key(chapter, run_parameters(chapter, None, smoke))
+    return stored_run_key(Path(output_dir) / f"{chapter.name}.ipynb") == key
 
 
 def stored_run_key(path: Path) -> str | None:
@@ -362,6 +381,7 @@ def record_seconds(chapter: Chapter, output_dir: Path, seconds: float, built: in
         table = read_seconds(output_dir)
         if built or chapter.name not in table:  # a run that only reread the cache keeps the time of the last one that built
             table[chapter.name] = round(seconds, 1)
+            table[SPEED_KEY] = round(machine_speed(), 1)  # what the times are scaled by on another machine
         counts = read_counts(output_dir)
         if built:  # a warm run builds nothing: keep the count of the last run that did
             counts[chapter.name] = built
@@ -383,7 +403,7 @@ def _read_table(output_dir: Path) -> dict:
 def read_seconds(output_dir: Path) -> dict:
     """{chapter: seconds of its last run}; empty if there is no readable record."""
     return {k: float(v) for k, v in _read_table(output_dir).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != SPEED_KEY}
 
 
 def read_counts(output_dir: Path) -> dict:
@@ -413,8 +433,9 @@ def run_chapters(
     smoke: bool = False,
     workers: int | None = None,
     table: tuple[Chapter, ...] = CHAPTERS,
+    force: bool = False,
 ) -> None:
-    """Run chapters, `workers` at a time after the first.
+    """Run chapters, `workers` at a time after the first (`force`: even the current ones).
 
     The first chapter runs alone with every core: it builds the base models the
     others share (chapter 1 builds them in parallel processes itself). The rest
@@ -438,6 +459,8 @@ def run_chapters(
     if not chapters:
         return
     seconds = read_seconds(output_dir)  # the last run's times; a chapter never timed goes first
+    if not force:
+        announce_stale(chapters, output_dir, smoke, seconds)
     first = next((c for c in chapters if c.builds_bases), chapters[0])
     rest = run_order([c for c in chapters if c is not first], seconds)
     book = BookClock(chapters, seconds, workers)
@@ -445,7 +468,7 @@ def run_chapters(
 
     def one(chapter, kernel_env=None):
         try:
-            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table, kernel_env=kernel_env)
+            run_chapter(chapter, output_dir=output_dir, smoke=smoke, table=table, kernel_env=kernel_env, force=force)
         except BaseException as err:  # the other chapters go on; the error is raised below
             errors.append(err)
         book.finished(chapter)
@@ -460,6 +483,44 @@ def run_chapters(
             list(pool.map(lambda c: one(c, {name: threads for name in THREAD_VARIABLES}), rest))
     if errors:
         raise errors[0]
+
+
+def announce_stale(chapters: list, output_dir: Path, smoke: bool, seconds: dict) -> None:
+    """Before any work: which chapters are current (rendered as they are) and which will compute, each with
+    its last run's time scaled to this machine's speed (`machine_speed` against the recording machine's)."""
+    stale = [c for c in chapters if not is_current(c, output_dir, smoke)]
+    if not stale:
+        announce(f"book: all {len(chapters)} chapters are current: nothing to compute, building the pages")
+        return
+    recorded = _read_table(output_dir).get(SPEED_KEY)
+    scale = recorded / machine_speed() if recorded and not smoke else 1.0
+    parts = [c.name + (f" (about {format_seconds(seconds[c.name] * scale)})" if c.name in seconds else "")
+             for c in stale]
+    announce(f"book: {len(chapters) - len(stale)} chapters current, {len(stale)} to compute"
+             + (f" (times scaled by this machine's speed, {scale:.2f}x the recording machine's)" if recorded else "")
+             + ": " + ", ".join(parts))
+
+
+SPEED_KEY = "machine_gflops"  # in SECONDS_FILE: the recording machine's `machine_speed`
+
+
+@functools.lru_cache(maxsize=None)
+def machine_speed() -> float:
+    """One-thread float32 matmul GFLOP/s (256 x 256, best of a few): what a chapter's time scales with."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(256, 256)
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(20):
+                a @ a
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 20 * 2 * 256 ** 3 / best / 1e9
 
 
 def run_order(chapters: list, seconds: dict) -> list:
@@ -596,8 +657,10 @@ def build_book(
     smoke: bool = False,
     table: tuple[Chapter, ...] = CHAPTERS,
     workers: int | None = None,
+    force: bool = False,
 ) -> Path:
     """Run the chapters (all, or the named ones; see run_chapters for the order), then build the HTML.
+    `force` recomputes every chapter (with an empty artifact cache: the reproduction).
 
     A row whose source notebook does not exist yet is skipped with a note, so
     the table can list chapters still being written.
@@ -613,7 +676,7 @@ def build_book(
             present.append(chapter)
         else:
             print(f"{chapter.name}: skipped, {chapter.notebook} does not exist yet")
-    run_chapters(present, smoke=smoke, workers=workers, table=table)
+    run_chapters(present, smoke=smoke, workers=workers, table=table, force=force)
     toc = write_toc(table)
     write_findings(table)
     subprocess.run(jupyter_book_command(REPO_ROOT, toc), check=True)
