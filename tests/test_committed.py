@@ -1,0 +1,71 @@
+"""The committed book renders without computing: every executed chapter in book/chapters is the one the
+current notebook, parameters and code give, and every {glue} reference of a page resolves.
+
+A fresh clone's `make book` skips each current chapter (`runs.is_current`) and only builds the HTML; a
+chapter whose notebook, book parameters or imported code changed since its executed page was committed
+fails here, so main never carries a page that describes other code.
+"""
+
+import re
+
+import nbformat
+import pytest
+
+from conftest import CHAPTERS
+from test_runs import make_notebook, toy  # noqa: F401  (the toy chapter fixture)
+from tunestudy import runs
+
+GLUE_ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`")  # {glue:text}`name:.3f`, {glue}`name`
+GLUE_DIRECTIVE = re.compile(r"^```\{glue(?::[a-z]+)?\}\s+(\S+)", re.M)  # ```{glue:figure} name
+
+
+def glue_references(notebook) -> set:
+    """The glued names a page's text refers to (a format spec after ':' is not part of the name)."""
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    return {ref.split(":")[0] for ref in GLUE_ROLE.findall(text) + GLUE_DIRECTIVE.findall(text)}
+
+
+def glued_names(notebook) -> set:
+    """The names the executed notebook glued (myst-nb records each in its output's scrapbook metadata)."""
+    return {output.get("metadata", {}).get("scrapbook", {}).get("name")
+            for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])} - {None}
+
+
+@pytest.mark.parametrize("name", [c.name for c in CHAPTERS])
+def test_every_glue_reference_of_a_page_resolves(name, smoke_book):
+    notebook = nbformat.read(smoke_book / "book" / "chapters" / f"{name}.ipynb", as_version=4)
+    missing = glue_references(notebook) - glued_names(notebook)
+    assert not missing, f"{name} refers to names it never glued: {sorted(missing)}"
+
+
+def test_the_glue_check_catches_a_reference_to_nothing():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("KL {glue:text}`kl_mean:.3f`, seeds {glue}`seeds`.\n\n```{glue:figure} curve\n```"),
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/plain": "1"}, metadata={"scrapbook": {"name": "kl_mean"}})])])
+    assert glue_references(notebook) == {"kl_mean", "seeds", "curve"}
+    assert glue_references(notebook) - glued_names(notebook) == {"seeds", "curve"}
+
+
+@pytest.mark.parametrize("name", [c.name for c in CHAPTERS if c.in_default_book])
+def test_every_committed_chapter_is_current(name):
+    chapter = runs.find_chapter(name)
+    assert runs.is_current(chapter), (
+        f"book/chapters/{name}.ipynb is missing or was executed from another notebook, other book parameters or "
+        "other code than main's: run `make book` (it recomputes only the stale chapters) and commit book/chapters")
+
+
+def test_the_key_check_fails_on_an_edited_notebook_parameter_or_module(toy, tmp_path, monkeypatch):  # noqa: F811
+    out = tmp_path / "out"
+    runs.run_chapter(toy, output_dir=out)
+    assert runs.is_current(toy, out)
+    edited = runs.Chapter("toy", toy.title, toy.notebook, {"label": "other"})
+    assert not runs.is_current(edited, out)  # another book parameter
+    with monkeypatch.context() as patch:
+        patch.setattr(runs.cache, "source_hash", lambda files=None: "edited module")
+        assert not runs.is_current(toy, out)  # other code
+    assert runs.is_current(toy, out)
+    nb = nbformat.read(toy.source, as_version=4)
+    nb.cells[0].source += " (edited)"
+    nbformat.write(nb, toy.source)
+    assert not runs.is_current(toy, out)  # another notebook
