@@ -98,7 +98,7 @@ def decide(low: float, high: float, reproduced_above: float, partly_above: float
     """The outcome from where the interval [low, high] lies (larger is more of the claim).
 
     Reproduced: all of it above `reproduced_above`. Partly: all of it between `partly_above` and
-    `reproduced_above`. Not reproduced: all of it below the lowest threshold. Inconclusive: it straddles a
+    `reproduced_above`. Not reproduced: all of it at or below the lowest threshold. Inconclusive: it straddles a
     threshold, or there is no interval (one seed).
     """
     if math.isnan(low) or math.isnan(high):
@@ -110,7 +110,7 @@ def decide(low: float, high: float, reproduced_above: float, partly_above: float
         raise ValueError("the threshold for partly must not be above the one for reproduced")
     if low > reproduced_above:
         return "reproduced"
-    if high < lowest:
+    if high <= lowest:  # at or below: a ratio of exactly 1 (tuning that changed both alike) shows nothing
         return "not reproduced"
     if partly_above is not None and low > partly_above and high < reproduced_above:
         return "partly reproduced"
