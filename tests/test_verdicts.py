@@ -6,16 +6,35 @@ import pytest
 from tunestudy import experiments as X
 
 
-def test_kl_shift_verdict():
-    full = {"kl_mean": 3.0, "kl_top5_share": 0.2}
-    assert X.verdict_kl_shift({"kl_mean": 1.0, "kl_top5_share": 0.5}, full)["verdict"] == "reproduced"
-    # 3x but LoRA's KL not the more concentrated: only partly
-    assert X.verdict_kl_shift({"kl_mean": 1.0, "kl_top5_share": 0.1}, full)["verdict"] == "partly reproduced"
-    # 1.4x: partly; 1.1x: not
-    assert X.verdict_kl_shift({"kl_mean": 3.0 / 1.4, "kl_top5_share": 0.5}, full)["verdict"] == "partly reproduced"
-    result = X.verdict_kl_shift({"kl_mean": 3.0 / 1.1, "kl_top5_share": 0.5}, full)
-    assert result["verdict"] == "not reproduced" and result["numbers"]["ratio"] == pytest.approx(1.1)
-    assert "3x" in result["criterion"]
+def kl_rows(ratios, lora_kl=(1.0, 2.0, 1.5), style=1.0):
+    """One LoRA and one full row per seed, full's KL `ratios[i]` times the LoRA's on seed i."""
+    rows = []
+    for seed, (ratio, kl) in enumerate(zip(ratios, lora_kl)):
+        rows += [{"seed": seed, "method": "lora", "kl_mean": kl, "style_share": style},
+                 {"seed": seed, "method": "full", "kl_mean": kl * ratio, "style_share": 1.0}]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("ratios, style, expected", [
+    ((4.5, 5.0, 4.0), 1.0, "reproduced"),  # every seed at the reference's 4-5x
+    ((1.8, 2.0, 2.2), 1.0, "partly reproduced"),  # full shifts more, about 2x
+    ((0.6, 0.7, 0.8), 1.0, "not reproduced"),  # full shifts less
+    ((1.64, 1.20, 1.32), 0.9, "inconclusive"),  # chapter 2's committed rank-1 seeds: 3 seeds cannot clear 1x
+    ((2.0, 6.0, 3.5), 1.0, "inconclusive"),  # straddles 3x
+    ((0.8, 1.3, 1.1), 1.0, "inconclusive"),  # straddles 1x
+    ((1.0, 1.0, 1.0), 1.0, "not reproduced"),  # the null row: tuning changed both alike
+    ((5.0, 5.0, 5.0), 0.0, "premise not met"),  # a LoRA that learned no style barely shifts for free
+])
+def test_kl_shift_verdict_on_every_outcome(ratios, style, expected):
+    result = X.verdict_kl_shift(kl_rows(ratios, style=style), "lora")
+    assert result["verdict"] == expected
+    assert result["numbers"]["seeds"] == 3 and "3x" in result["criterion"] and expected in result["sentence"]
+
+
+def test_kl_shift_ratio_is_paired_within_each_seed():
+    """Seeds whose KLs differ tenfold but whose ratio is the same give a tight interval around that ratio."""
+    result = X.verdict_kl_shift(kl_rows((2.0, 2.0, 2.0), lora_kl=(0.1, 1.0, 10.0)), "lora")
+    assert result["numbers"]["ratio"] == pytest.approx(2.0) and result["numbers"]["interval"] == pytest.approx([2.0, 2.0])
 
 
 def scaling(kl, acc):

@@ -351,19 +351,40 @@ def answers_side_by_side(answers, seed: int, num_rows: int = 6):
 
 # --- the verdicts of the reference's claims (one function per chapter, applied to each LoRA) ------
 
-def verdict_kl_shift(lora: dict, full: dict) -> dict:
+KL_RATIO_NEEDED = 3.0  # the reference's 4-5x (Ghosh et al.), with room for a small model: at least 3x
+KL_RATIO_MORE = 1.0  # part of the claim: full fine-tuning shifts the base more than LoRA at all
+PREMISE_STYLE = 0.5  # the LoRA learned the tuned answer style on at least half of its answers
+
+
+def verdict_kl_shift(rows, lora: str, full: str = "full") -> dict:
     """Ghosh et al. §4: LoRA barely shifts the base, full fine-tuning shifts it 4-5x more.
 
-    lora, full: mean `kl_mean` and `kl_top5_share` over seeds. Reproduced: full's
-    mean KL at least 3x LoRA's and LoRA's KL the more concentrated on its top 5%
-    of positions; partly: full's mean KL more than 1.2x LoRA's.
+    rows: one row per (seed, method) with `kl_mean` (and `style_share` where the chapter measures it). Per
+    seed, full's mean KL over the LoRA's, paired within the seed (one base); their geometric mean with a 95%
+    t-interval of the log ratios (`stats.ratio_interval`). Reproduced: the interval above 3x; partly: between
+    1x and 3x (full shifts more, not 4-5x more); not reproduced: below 1x; inconclusive: it straddles 1x or 3x.
+    Premise: the LoRA answers in the tuned style on at least half of its answers (a LoRA that learned nothing
+    would "barely shift" for free); where it does not, "premise not met".
     """
-    ratio = full["kl_mean"] / lora["kl_mean"]
-    concentrated = lora["kl_top5_share"] > full["kl_top5_share"]
-    return judged(ratio >= 3 and concentrated, ratio > 1.2,
-                  "full fine-tuning's mean KL is at least 3x LoRA's and LoRA's KL is the more concentrated on its "
-                  "top 5% of positions (reproduced); full's mean KL is more than 1.2x LoRA's (partly)",
-                  {"ratio": ratio, "lora_more_concentrated": concentrated})
+    from . import stats
+    wide = rows.pivot_table(index="seed", columns="method", values="kl_mean")
+    per_seed = (wide[full] / wide[lora]).to_dict()
+    ratio, low, high = stats.ratio_interval(wide[full].to_numpy(), wide[lora].to_numpy())
+    style = float(rows[rows["method"] == lora]["style_share"].mean()) if "style_share" in rows else None
+    outcome = ("premise not met" if style is not None and style < PREMISE_STYLE else
+               stats.decide(low, high, KL_RATIO_NEEDED, KL_RATIO_MORE))
+    criterion = (f"per seed, full fine-tuning's mean KL over {lora}'s, paired within the seed; reproduced when the "
+                 f"95% interval of their geometric mean lies above {KL_RATIO_NEEDED:g}x (the reference's 4-5x), partly "
+                 f"when it lies between {KL_RATIO_MORE:g}x and {KL_RATIO_NEEDED:g}x, not reproduced below "
+                 f"{KL_RATIO_MORE:g}x, inconclusive when it straddles either"
+                 + (f"; premise: {lora} answers in the tuned style on at least {PREMISE_STYLE:.0%} of its answers"
+                    if style is not None else ""))
+    return {"verdict": outcome, "criterion": criterion,
+            "sentence": stats.sentence(f"full fine-tuning's mean KL over {lora}'s", ratio, low, high, len(per_seed),
+                                       f"{KL_RATIO_NEEDED:g}x", outcome),
+            "numbers": {"ratio": ratio, "interval": [low, high], "per_seed": {str(k): v for k, v in per_seed.items()},
+                        "seeds": len(per_seed), "threshold": KL_RATIO_NEEDED, "partly_threshold": KL_RATIO_MORE,
+                        **({"style_share": style} if style is not None else {})}}
 
 
 def verdict_data_scaling(lora: dict, full: dict) -> dict:
