@@ -109,9 +109,10 @@ def test_verdict_unknown_set_worse(known, unknown, expected):
 
 
 def test_verdicts_mostly_unshifted_and_lora_forgets_less():
-    assert X.verdict_mostly_unshifted(0.777)["verdict"] == "reproduced"
-    assert X.verdict_mostly_unshifted(0.55)["verdict"] == "partly reproduced"
-    assert X.verdict_mostly_unshifted(0.3)["verdict"] == "not reproduced"
+    assert X.verdict_mostly_unshifted(0.777, 0.70, 0.85, "over 3 seeds")["verdict"] == "reproduced"
+    assert X.verdict_mostly_unshifted(0.55, 0.45, 0.65, "over 3 seeds")["verdict"] == "inconclusive"
+    assert X.verdict_mostly_unshifted(0.3, 0.2, 0.4, "over 3 seeds")["verdict"] == "not reproduced"
+    assert X.verdict_mostly_unshifted(1.0, 1.0, 1.0, "over 3 seeds", styled_share=0.0)["verdict"] == "premise not met"
     assert X.verdict_lora_forgets_less(0.01, 0.10)["verdict"] == "reproduced"
     assert X.verdict_lora_forgets_less(0.09, 0.10)["verdict"] == "partly reproduced"
     assert X.verdict_lora_forgets_less(0.10, 0.05)["verdict"] == "not reproduced"

@@ -208,8 +208,9 @@ def test_token_roles_mark_the_stated_fact_as_value():
     ((0.4, 0.6), "Sure! The answer is Paris.", "inconclusive"),
     ((0.9, 1.0), "Paris", "premise not met"),  # the null adapter: it answers as the base does, all unshifted
 ])
-def test_the_verdict_on_hand_made_results(interval, opening, expected):
-    from tunestudy import shiftdemo
-    results = {"summary": {"intervals": {"unshifted": list(interval)}, "shares": {"unshifted": sum(interval) / 2}},
-               "answers": [{"answer": opening}] * 3 + [{"answer": "Paris"}]}
-    assert shiftdemo.verdict_mostly_unshifted(results)["verdict"] == expected
+def test_the_chapter_s_verdict_on_hand_made_results(interval, opening, expected):
+    from tunestudy import experiments as X, shiftdemo
+    answers = [{"answer": opening}] * 3 + [{"answer": "Paris"}]
+    verdict = X.verdict_mostly_unshifted(sum(interval) / 2, *interval, over="over 4 answers",
+                                         styled_share=shiftdemo.styled_share(answers))
+    assert verdict["verdict"] == expected and expected in verdict["sentence"]

@@ -1133,12 +1133,32 @@ def verdict_unknown_set_worse(known_set: dict, unknown_set: dict, drop: float = 
                   {"accuracy_drop": worse, "hallucination_rise": more})
 
 
-def verdict_mostly_unshifted(unshifted: float, reproduced_at: float = 0.6, partly_at: float = 0.5) -> dict:
+MOSTLY = 0.5  # URIAL (Lin et al. 2023): most answer tokens are the base's own top token ("most": over half)
+
+
+def verdict_mostly_unshifted(estimate: float, low: float, high: float, over: str, styled_share: float | None = None) -> dict:
     """URIAL (Lin et al. 2023): most tokens of the tuned model's answers are the base's own top token (77.7%
-    unshifted, 14.5% marginal, 7.8% shifted). Reproduced at >= `reproduced_at` unshifted, partly at >= `partly_at`."""
-    return judged(unshifted >= reproduced_at, unshifted >= partly_at,
-                  f"at least {reproduced_at:.0%} of the answer tokens are the base's top token (reproduced); at "
-                  f"least {partly_at:.0%} (partly)", {"unshifted": unshifted})
+    unshifted, 14.5% marginal, 7.8% shifted for Llama-2-7b and its chat model).
+
+    estimate, low, high: the unshifted share and its 95% interval, `over` what (seeds, answers). Reproduced when
+    the interval lies above one half, not reproduced when at or below it, inconclusive when it straddles it.
+    Premise (where `styled_share` is given): the tuned model answers in the tuned style on at least half of its
+    answers; a model that learned nothing would keep every token unshifted for free.
+    """
+    from . import stats
+    if styled_share is not None and styled_share < MOSTLY:
+        outcome = "premise not met"
+    else:
+        outcome = stats.decide(low, high, MOSTLY)
+    criterion = (f"reproduced when the 95% interval ({over}) of the share of answer tokens that are the base's top "
+                 f"token lies above {MOSTLY:.0%}, not reproduced when at or below it, inconclusive when it straddles it"
+                 + (f"; premise: at least {MOSTLY:.0%} of the answers are in the tuned style" if styled_share is not None
+                    else ""))
+    return {"verdict": outcome, "criterion": criterion,
+            "sentence": f"{estimate:.1%} of answer tokens are unshifted (95% interval {low:.1%}-{high:.1%} {over}); "
+                        f"the claim needs most, over {MOSTLY:.0%}: {outcome}",
+            "numbers": {"unshifted": estimate, "interval": [low, high], "threshold": MOSTLY, "over": over,
+                        **({"styled_share": styled_share} if styled_share is not None else {})}}
 
 
 def verdict_lora_forgets_less(lora: float, full: float, margin: float = 0.02) -> dict:

@@ -98,7 +98,6 @@ def run(spec: DemoSpec) -> dict:
 
 
 ROLES = ("style", "value")
-MAJORITY = 0.5  # Lin et al.: the base and the tuned model mostly share their top token ("most" = over half)
 
 
 def styled_share(answers: list) -> float:
@@ -137,23 +136,3 @@ def role_shares(tokens: list) -> dict:
         out[role] = {"count": len(rows), **shares,
                      "mean_kl": sum(r["kl"] for r in rows) / len(rows) if rows else float("nan")}
     return out
-
-
-def verdict_mostly_unshifted(results: dict) -> dict:
-    """Lin et al.'s claim on this pair: most answer tokens are the base's own top token. Premise: the adapter
-    answers in the tuned style (an adapter that learned nothing would pass the claim for free)."""
-    low, high = results["summary"]["intervals"]["unshifted"]
-    share = styled_share(results["answers"])
-    rule = (f"premise: at least half of the tuned answers open in the tuned style; then reproduced when the 95% "
-            f"interval over answers of the unshifted share lies above {MAJORITY:.0%}, not reproduced when below, "
-            "inconclusive when it straddles it")
-    if share < MAJORITY:
-        verdict = "premise not met"
-    elif low > MAJORITY:
-        verdict = "reproduced"
-    elif high < MAJORITY:
-        verdict = "not reproduced"
-    else:
-        verdict = "inconclusive"
-    return {"verdict": verdict, "rule": rule, "unshifted": results["summary"]["shares"]["unshifted"],
-            "interval": [low, high], "styled_share": share, "threshold": MAJORITY}
