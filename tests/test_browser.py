@@ -67,8 +67,7 @@ def build_smoke_html(root: Path) -> Path:
     shutil.copy(runs.REPO_ROOT / "_config.yml", root / "_config.yml")
     for page in runs.book_pages():  # the landing page, the references and their bibliography
         shutil.copy(page, root / "book" / page.name)
-    toc = runs.write_toc(runs.CHAPTERS, root=root)
-    runs.write_findings(runs.CHAPTERS, root=root)
+    toc = runs.write_pages(runs.CHAPTERS, root=root)
     # Sphinx loads MathJax only on pages with math: one test-only page with an equation,
     # appended after the chapters, checks that math renders from the book itself.
     (root / "book" / f"{PROBE}.md").write_text(PROBE_TEXT)

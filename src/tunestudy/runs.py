@@ -93,7 +93,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("15_token_shift", "Measure your own pair", "notebooks/15_token_shift.ipynb", part="A real base model"),
 )
 # Pages that are not executed: (part, file under book/, title), after the chapters.
-STATIC_PAGES = (("Back matter", "references", "References"),)
+STATIC_PAGES = (("Method", "verdicts", "All verdicts"), ("Method", "reproducibility", "Reproducibility"),
+                ("Back matter", "references", "References"))  # verdicts.md is written by the build (`write_pages`)
 
 
 def find_chapter(name: str, table: tuple[Chapter, ...] = CHAPTERS) -> Chapter:
@@ -382,6 +383,7 @@ def record_seconds(chapter: Chapter, output_dir: Path, seconds: float, built: in
         if built or chapter.name not in table:  # a run that only reread the cache keeps the time of the last one that built
             table[chapter.name] = round(seconds, 1)
             table[SPEED_KEY] = round(machine_speed(), 1)  # what the times are scaled by on another machine
+            table[MACHINE_KEY] = machine_name()
         counts = read_counts(output_dir)
         if built:  # a warm run builds nothing: keep the count of the last run that did
             counts[chapter.name] = built
@@ -403,7 +405,7 @@ def _read_table(output_dir: Path) -> dict:
 def read_seconds(output_dir: Path) -> dict:
     """{chapter: seconds of its last run}; empty if there is no readable record."""
     return {k: float(v) for k, v in _read_table(output_dir).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != SPEED_KEY}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in (SPEED_KEY, MACHINE_KEY)}
 
 
 def read_counts(output_dir: Path) -> dict:
@@ -502,6 +504,24 @@ def announce_stale(chapters: list, output_dir: Path, smoke: bool, seconds: dict)
 
 
 SPEED_KEY = "machine_gflops"  # in SECONDS_FILE: the recording machine's `machine_speed`
+MACHINE_KEY = "machine"  # in SECONDS_FILE: the CPU (or GPU) the last computed chapter ran on, for the landing page
+
+
+def machine_name() -> str:
+    """The CPU's model name (and the GPU's, when there is one), as /proc/cpuinfo and torch give them."""
+    import platform
+    try:
+        cpu = next((line.partition(":")[2].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        cpu = ""
+    cpu = cpu or platform.processor() or platform.machine()
+    from .realbase import cpu_flags
+    flags = sorted(cpu_flags() & {"amx_bf16", "avx512f", "avx2"})
+    name = f"{cpu} ({', '.join(flags)}), {os.cpu_count()} cores" if flags else f"{cpu}, {os.cpu_count()} cores"
+    import torch
+    return name + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -578,9 +598,10 @@ class BookClock:
 
 
 def book_pages(root: Path = REPO_ROOT) -> list[Path]:
-    """The book's written (not executed) files under book/: pages and the bibliography, not findings.md."""
+    """The book's written (not executed) files under book/: pages and the bibliography, not the pages the build
+    writes (findings.md, verdicts.md)."""
     return sorted(p for p in (root / "book").iterdir()
-                  if p.suffix in (".md", ".bib") and p.name != "findings.md")
+                  if p.suffix in (".md", ".bib") and p.name not in ("findings.md", "verdicts.md"))
 
 
 def toc_text(chapters: list[Chapter], static: tuple = ()) -> str:
@@ -641,9 +662,23 @@ def write_findings(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT
             lines.append(f"| {link} | {results.get('headline', '')} | **{results.get('verdict', '')}** | {took} |")
         else:
             lines.append(f"| {chapter.title} | not run yet | | |")
+    table_record = _read_table(root / "book" / "chapters")
+    if table_record.get(MACHINE_KEY):
+        lines += ["", f"The chapters were last computed on {table_record[MACHINE_KEY]}, whose one-thread float32 "
+                      f"matmul runs at {table_record.get(SPEED_KEY, 0):.0f} GFLOP/s; on another CPU family the "
+                      "numbers are a new draw of the training noise ({doc}`reproducibility`)."]
     out = root / "book" / "findings.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def write_pages(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> Path:
+    """The pages the build makes from the results: all verdicts with their forest plot, the findings table,
+    and the table of contents naming every page that exists (returned)."""
+    from . import verdictpage
+    verdictpage.write([c for c in table if (root / "book" / "chapters" / f"{c.name}.ipynb").exists()], root)
+    write_findings(table, root)
+    return write_toc(table, root)
 
 
 def jupyter_book_command(root: Path, toc: Path) -> list[str]:
@@ -677,8 +712,7 @@ def build_book(
         else:
             print(f"{chapter.name}: skipped, {chapter.notebook} does not exist yet")
     run_chapters(present, smoke=smoke, workers=workers, table=table, force=force)
-    toc = write_toc(table)
-    write_findings(table)
+    toc = write_pages(table)
     subprocess.run(jupyter_book_command(REPO_ROOT, toc), check=True)
     index = REPO_ROOT / "_build" / "html" / "index.html"
     print(f"book: {index} ({time.perf_counter() - start:.1f} s in all)")
