@@ -90,10 +90,13 @@ def test_the_real_summary_against_hand_counts():
     assert out["forgetting"] == pytest.approx(0.75 - 0.25)
 
 
-@pytest.mark.parametrize("base, tuned, expected", [(0.3, 0.9, "reproduced"), (0.3, 0.4, "partly reproduced"),
-                                                   (0.3, 0.3, "not reproduced"), (0.3, 0.5, "reproduced")])
-def test_verdict_unlocks_known(base, tuned, expected):
-    assert X.verdict_unlocks_known(base, tuned)["verdict"] == expected
+@pytest.mark.parametrize("rises, expected", [
+    ((0.6, 0.55, 0.62), "reproduced"), ((0.1, 0.12, 0.08), "partly reproduced"), ((0.0, 0.0, 0.0), "not reproduced"),
+    ((-0.05, -0.06, -0.04), "not reproduced"), ((0.1, 0.3, 0.25), "inconclusive"), ((0.05, -0.05, 0.02), "inconclusive"),
+    ((0.3,), "inconclusive")])  # (0, 0, 0): the null row, tuning that changed nothing; one seed: no interval
+def test_verdict_unlocks_known(rises, expected):
+    result = X.verdict_unlocks_known(list(rises))
+    assert result["verdict"] == expected and result["numbers"]["seeds"] == len(rises)
 
 
 @pytest.mark.parametrize("known, unknown, expected", [
@@ -113,9 +116,11 @@ def test_verdicts_mostly_unshifted_and_lora_forgets_less():
     assert X.verdict_mostly_unshifted(0.55, 0.45, 0.65, "over 3 seeds")["verdict"] == "inconclusive"
     assert X.verdict_mostly_unshifted(0.3, 0.2, 0.4, "over 3 seeds")["verdict"] == "not reproduced"
     assert X.verdict_mostly_unshifted(1.0, 1.0, 1.0, "over 3 seeds", styled_share=0.0)["verdict"] == "premise not met"
-    assert X.verdict_lora_forgets_less(0.01, 0.10)["verdict"] == "reproduced"
-    assert X.verdict_lora_forgets_less(0.09, 0.10)["verdict"] == "partly reproduced"
-    assert X.verdict_lora_forgets_less(0.10, 0.05)["verdict"] == "not reproduced"
+    assert X.verdict_lora_forgets_less([0.3, 0.28, 0.31, 0.29])["verdict"] == "reproduced"
+    assert X.verdict_lora_forgets_less([0.01, 0.012, 0.011, 0.009])["verdict"] == "partly reproduced"
+    assert X.verdict_lora_forgets_less([0.0, 0.0, 0.0, 0.0])["verdict"] == "not reproduced"  # the null row
+    assert X.verdict_lora_forgets_less([-0.05, 0.1, 0.02, 0.04])["verdict"] == "inconclusive"
+    assert "over 4 seed-and-set pairs" in X.verdict_lora_forgets_less([0.3, 0.28, 0.31, 0.29])["sentence"]
 
 
 def test_bfloat16_precision_autocasts_the_matmuls_and_float32_leaves_them():

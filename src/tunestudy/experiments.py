@@ -449,6 +449,21 @@ def judged(reproduced: bool, partly: bool, criterion: str, numbers: dict) -> dic
     return {"verdict": verdict(reproduced, partly), "criterion": criterion, "numbers": numbers}
 
 
+def interval_verdict(values, reproduced_above: float, partly_above: float | None, quantity: str, needs: str,
+                     criterion: str, over: str = "seeds") -> dict:
+    """A verdict from per-seed (or per-run) values: their mean with a 95% t-interval (`stats.t_interval`), decided
+    by where the interval lies (`stats.decide`), stated as a sentence with its interval."""
+    from . import stats
+    values = [float(v) for v in values]
+    estimate, low, high = stats.t_interval(values)
+    outcome = stats.decide(low, high, reproduced_above, partly_above)
+    return {"verdict": outcome, "criterion": criterion,
+            "sentence": stats.sentence(quantity, estimate, low, high, len(values), needs, outcome, unit=over),
+            "numbers": {"estimate": estimate, "interval": [low, high], "threshold": reproduced_above,
+                        **({"partly_threshold": partly_above} if partly_above is not None else {}),
+                        "values": values, "seeds": len(values)}}
+
+
 def verdict_attention_only(cells) -> dict:
     """LoRA Without Regret: attention-only LoRA underperforms MLP or all-layer LoRA even at matched parameter count.
 
@@ -1107,14 +1122,16 @@ def real_summary(run: dict, base: dict) -> dict:
     return out
 
 
-def verdict_unlocks_known(base_accuracy: float, tuned_accuracy: float, gain: float = 0.2) -> dict:
+def verdict_unlocks_known(rises: list, gain: float = 0.2) -> dict:
     """Tuning on facts the base knows unlocks the others it knows: held-out accuracy on HighlyKnown and MaybeKnown
-    facts, asked zero-shot in the template, rises by at least `gain` over the base's (reproduced), or at all (partly)."""
-    rise = tuned_accuracy - base_accuracy
-    return judged(rise >= gain - 1e-9, rise > 1e-9,
-                  f"after tuning on known facts, held-out accuracy on the facts the base knows rises by at least "
-                  f"{gain:g} over the base's own in the template (reproduced); it rises at all (partly)",
-                  {"base": base_accuracy, "tuned": tuned_accuracy, "rise": rise})
+    facts, asked zero-shot in the template, rises over the base's own. rises: tuned minus base accuracy, one per
+    seed. Reproduced: the 95% interval of the rise above `gain`; partly: above 0 and below `gain`; not: at or
+    below 0; inconclusive: it straddles 0 or `gain`."""
+    return interval_verdict(rises, gain, 0.0, "the rise in held-out accuracy on known facts", f"{gain:g}",
+                            f"after tuning on known facts, the 95% interval over seeds of the rise in held-out accuracy "
+                            f"on the facts the base knows (over the base's own, in the template) lies above {gain:g} "
+                            f"(reproduced), between 0 and {gain:g} (partly), at or below 0 (not reproduced); "
+                            "inconclusive when it straddles either")
 
 
 def verdict_unknown_set_worse(known_set: dict, unknown_set: dict, drop: float = 0.05, margin: float = 0.05) -> dict:
@@ -1161,9 +1178,12 @@ def verdict_mostly_unshifted(estimate: float, low: float, high: float, over: str
                         **({"styled_share": styled_share} if styled_share is not None else {})}}
 
 
-def verdict_lora_forgets_less(lora: float, full: float, margin: float = 0.02) -> dict:
-    """Biderman et al. 2024: LoRA forgets less than full fine-tuning. lora, full: mean forgetting (few-shot accuracy
-    lost on untuned relations). Reproduced: LoRA's at least `margin` below full's; partly: below at all."""
-    return judged(lora <= full - margin + 1e-9, lora < full,
-                  f"LoRA loses at least {margin:g} less few-shot accuracy on the untuned relations than full "
-                  "fine-tuning (reproduced); less at all (partly)", {"lora": lora, "full": full})
+def verdict_lora_forgets_less(differences: list, margin: float = 0.02) -> dict:
+    """Biderman et al. 2024: LoRA forgets less than full fine-tuning. differences: full's forgetting (few-shot
+    accuracy lost on untuned relations) minus LoRA's, paired by seed and tuning set. Reproduced: the 95% interval
+    above `margin`; partly: above 0 and below `margin`; not: at or below 0; inconclusive: it straddles either."""
+    return interval_verdict(differences, margin, 0.0, "full fine-tuning's forgetting minus LoRA's", f"{margin:g}",
+                            f"the 95% interval (over seeds and tuning sets) of full fine-tuning's few-shot accuracy "
+                            f"lost on the untuned relations minus LoRA's lies above {margin:g} (reproduced), between 0 "
+                            f"and {margin:g} (partly), at or below 0 (not reproduced); inconclusive when it straddles "
+                            "either", over="seed-and-set pairs")
