@@ -118,9 +118,9 @@ def decide(low: float, high: float, reproduced_above: float, partly_above: float
 
 
 def sentence(quantity: str, estimate: float, low: float, high: float, seeds: int, needs: str, outcome: str,
-             digits: int = 2) -> str:
+             digits: int = 2, unit: str = "seeds") -> str:
     """The verdict as a student reads it: "full's mean KL is 1.35x LoRA's (95% interval 0.90-1.90 over 3 seeds);
-    the claim needs 3x: not reproduced"."""
-    interval = (f"95% interval {low:.{digits}f}-{high:.{digits}f} over {seeds} seeds"
-                if not (math.isnan(low) or math.isnan(high)) else f"no interval from {seeds} seed")
+    the claim needs 3x: not reproduced". `unit`: what the interval is over."""
+    interval = (f"95% interval {low:.{digits}f}-{high:.{digits}f} over {seeds} {unit}"
+                if not (math.isnan(low) or math.isnan(high)) else f"no interval from {seeds} {unit}")
     return f"{quantity} is {estimate:.{digits}f} ({interval}); the claim needs {needs}: {outcome}"
