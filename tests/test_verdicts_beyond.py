@@ -7,6 +7,7 @@ numbers the verdict reports.
 
 import math
 
+import pandas as pd
 import pytest
 
 from tunestudy import experiments as X
@@ -18,53 +19,36 @@ REPRODUCED, PARTLY, NOT = "reproduced", "partly reproduced", "not reproduced"
 
 # --- verdict_key_tokens ---------------------------------------------------------------------------------
 
-def cell(kl, accuracy, stated):
-    return {"kl_mean": kl, "accuracy_known": accuracy, "stated": stated}
+def key_rows(kl_ratios, accuracy_changes, stated, kl_response=(2.0, 1.5, 2.5), accuracy_response=(0.9, 0.85, 0.95)):
+    """One method's runs: per seed, the response loss's row and the value loss's, with the given ratio and change."""
+    rows = []
+    for seed, (ratio, change, said, kl, acc) in enumerate(zip(kl_ratios, accuracy_changes, stated, kl_response,
+                                                              accuracy_response)):
+        rows += [{"seed": seed, "loss on": "every response token", "kl_mean": kl, "accuracy_known": acc, "stated": 1.0},
+                 {"seed": seed, "loss on": "value tokens only", "kl_mean": kl * ratio, "accuracy_known": acc + change,
+                  "stated": said}]
+    return pd.DataFrame(rows)
 
 
-RESPONSE = cell(2.0, 0.75, 1.0)
+@pytest.mark.parametrize("ratios, changes, stated, expected", [
+    ((0.5, 0.55, 0.45), (0.0, -0.01, 0.01), (0.97, 0.96, 0.98), REPRODUCED),  # half the change, same accuracy, parseable
+    ((0.5, 0.55, 0.45), (0.0, -0.01, 0.01), (0.5, 0.45, 0.55), PARTLY),  # the format lost
+    ((0.3, 0.35, 0.25), (-0.70, -0.65, -0.68), (0.47, 0.5, 0.45), NOT),  # chapter 8's case: learned less, a lower KL
+    ((1.5, 1.45, 1.55), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), NOT),  # no lower KL
+    ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), NOT),  # the null row: both losses changed the model alike
+    ((0.5, 1.1, 0.6), (0.0, -0.01, 0.01), (0.97, 0.96, 0.98), "inconclusive"),  # one seed's KL the other way
+    ((0.5, 0.55, 0.45), (0.0, -0.2, 0.05), (0.97, 0.96, 0.98), "inconclusive"),  # accuracy change too noisy
+])
+def test_key_tokens_on_every_outcome(ratios, changes, stated, expected):
+    result = X.verdict_key_tokens(key_rows(ratios, changes, stated))
+    assert result["verdict"] == expected and expected in result["sentence"]
+    assert result["numbers"]["seeds"] == 3 and "0.05" in result["criterion"] and "90%" in result["criterion"]
 
 
-def test_key_tokens_reproduced_reports_both_methods():
-    result = X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.95))
-    assert result["verdict"] == REPRODUCED
-    assert result["numbers"] == {"kl_response": 2.0, "kl_value": 1.0, "accuracy_response": 0.75,
-                                 "accuracy_value": 0.75, "stated_response": 1.0, "stated_value": 0.95}
-    assert "0.05" in result["criterion"] and "90%" in result["criterion"]
-
-
-def test_key_tokens_accuracy_drop_beyond_tolerance_is_partly():
-    result = X.verdict_key_tokens(RESPONSE, cell(1.0, 0.625, 1.0))  # 0.125 below, tolerance 0.05
-    assert result["verdict"] == PARTLY
-    assert result["numbers"]["accuracy_value"] == 0.625 and result["numbers"]["accuracy_response"] == 0.75
-
-
-def test_key_tokens_answers_not_parseable_is_partly():
-    result = X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.875))  # below 0.9 stated
-    assert result["verdict"] == PARTLY
-    assert result["numbers"]["stated_value"] == 0.875
-    # exactly the parseable share still counts as parseable (>=)
-    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.9))["verdict"] == REPRODUCED
-    # a custom threshold is read
-    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.75, 0.875), parseable=0.875)["verdict"] == REPRODUCED
-
-
-@pytest.mark.parametrize("kl_value", [2.0, 3.0])
-def test_key_tokens_no_lower_kl_is_not_reproduced(kl_value):
-    # equal or higher KL: not reproduced even though accuracy and format are kept
-    result = X.verdict_key_tokens(RESPONSE, cell(kl_value, 0.75, 1.0))
-    assert result["verdict"] == NOT
-    assert result["numbers"]["kl_value"] == kl_value and result["numbers"]["kl_response"] == 2.0
-
-
-def test_key_tokens_accuracy_exactly_tolerance_below_is_kept():
-    # the code keeps accuracy when value >= response - tolerance: the boundary itself is kept
-    # (numbers exact in binary: 0.75 - 0.25 == 0.5)
-    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.5, 1.0), tolerance=0.25)["verdict"] == REPRODUCED
-    assert X.verdict_key_tokens(RESPONSE, cell(1.0, 0.5 - 2 ** -20, 1.0), tolerance=0.25)["verdict"] == PARTLY
-    # the default tolerance, at a boundary float subtraction gets exact (0.8 - 0.05 == 0.75)
-    assert X.verdict_key_tokens(cell(2.0, 0.8, 1.0), cell(1.0, 0.75, 1.0))["verdict"] == REPRODUCED
-    assert X.verdict_key_tokens(cell(2.0, 0.8, 1.0), cell(1.0, 0.7499, 1.0))["verdict"] == PARTLY
+def test_key_tokens_reports_the_means_the_headline_reads():
+    numbers = X.verdict_key_tokens(key_rows((0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))["numbers"]
+    assert numbers["kl_response"] == pytest.approx(2.0) and numbers["kl_value"] == pytest.approx(1.0)
+    assert numbers["accuracy_response"] == pytest.approx(0.9) and numbers["ratio"] == pytest.approx(0.5)
 
 
 # --- verdict_retrieval ----------------------------------------------------------------------------------
@@ -322,9 +306,6 @@ def test_run_order_does_not_change_its_input():
 
 def test_boundaries_hold_for_shares_that_round():
     from tunestudy import experiments as X
-    kept = X.verdict_key_tokens({"kl_mean": 2, "accuracy_known": 0.4, "stated": 1},
-                                {"kl_mean": 1, "accuracy_known": 0.35, "stated": 1})
-    assert kept["verdict"] == "reproduced"
     assert X.verdict_retrieval({"r": 0.7}, {"t": 0.5})["verdict"] == "reproduced"
     assert X.verdict_retrieval({"r": 0.5}, {"t": 0.5})["verdict"] == "not reproduced"
 

@@ -662,26 +662,50 @@ def style_share(answers: list) -> float:
     return _mean([a["answer"].startswith(W.STYLE_OPENER) for a in answers])
 
 
-def verdict_key_tokens(response: dict, value: dict, tolerance: float = 0.05, parseable: float = 0.9) -> dict:
+def verdict_key_tokens(rows, tolerance: float = 0.05, parseable: float = 0.9) -> dict:
     """Loss on the value tokens only teaches with the smallest change to the model.
 
-    response / value: mean `kl_mean`, `accuracy_known` and `stated` (share of answers
-    stating a value) of one method tuned with the loss on every response token or on
-    the value tokens only. Reproduced: the value-only loss moves the model less (lower
-    mean KL), keeps held-out accuracy within `tolerance` of the full response loss, and
-    its answers stay parseable (at least `parseable` state a value); partly: a lower
-    KL but a loss of accuracy or of the answer format; not reproduced: no lower KL.
+    rows: one method's runs on one set, one row per (seed, "loss on") with `kl_mean`, `accuracy_known` and
+    `stated` (share of answers stating a value); "loss on" is "every response token" or "value tokens only".
+    Per seed, paired: the value loss's mean KL over the response loss's (a log ratio) and its held-out accuracy
+    minus the response loss's; and the value loss's `stated` share. Each is decided by its 95% interval over seeds.
+    Reproduced: a smaller KL (interval below 1x), accuracy kept (interval above -`tolerance`) and parseable answers
+    (interval above `parseable`). Partly: a smaller KL with accuracy kept, the answers' format lost. Not
+    reproduced: the KL not smaller or the accuracy lost, whatever else. Inconclusive otherwise. A model that
+    learned less earns a smaller KL for free, so a smaller KL never earns "partly" alone.
     """
-    smaller = value["kl_mean"] < response["kl_mean"]
-    accurate = value["accuracy_known"] >= response["accuracy_known"] - tolerance - 1e-9  # shares: no float-rounding flips
-    formatted = value["stated"] >= parseable
-    return judged(smaller and accurate and formatted, smaller,
-                  f"with the loss on the value tokens only, the mean KL is lower, held-out accuracy is at most "
-                  f"{tolerance:g} below the response loss's and at least {parseable:.0%} of the answers state a value "
-                  "(reproduced); a lower KL alone (partly)",
-                  {"kl_response": response["kl_mean"], "kl_value": value["kl_mean"],
-                   "accuracy_response": response["accuracy_known"], "accuracy_value": value["accuracy_known"],
-                   "stated_response": response["stated"], "stated_value": value["stated"]})
+    from . import stats
+    wide = rows.pivot_table(index="seed", columns="loss on", values=["kl_mean", "accuracy_known", "stated"])
+    response, value = "every response token", "value tokens only"
+    ratio, r_low, r_high = stats.ratio_interval(wide["kl_mean"][value].to_numpy(), wide["kl_mean"][response].to_numpy())
+    change, a_low, a_high = stats.t_interval(wide["accuracy_known"][value] - wide["accuracy_known"][response])
+    stated, s_low, s_high = stats.t_interval(wide["stated"][value])
+    if r_low >= 1 or a_high < -tolerance:
+        outcome = "not reproduced"
+    elif r_high < 1 and a_low > -tolerance and s_low >= parseable:
+        outcome = "reproduced"
+    elif r_high < 1 and a_low > -tolerance and s_high < parseable:
+        outcome = "partly reproduced"
+    else:
+        outcome = "inconclusive"
+    seeds = len(wide)
+    sentence = (f"the value loss's mean KL is {ratio:.2f}x the response loss's (95% interval {r_low:.2f}-{r_high:.2f} "
+                f"over {seeds} seeds), its held-out accuracy {change:+.2f} ({a_low:+.2f} to {a_high:+.2f}), and "
+                f"{stated:.0%} of its answers state a value ({s_low:.0%}-{s_high:.0%}); the claim needs a smaller KL "
+                f"with accuracy within {tolerance:g} and {parseable:.0%} parseable answers: {outcome}")
+    return {"verdict": outcome, "sentence": sentence,
+            "criterion": f"per seed, paired: the value loss's mean KL over the response loss's, and its held-out accuracy "
+                         f"minus the response loss's; reproduced when the KL ratio's 95% interval lies below 1x, the "
+                         f"accuracy change's above -{tolerance:g} and the share of answers stating a value above "
+                         f"{parseable:.0%}; partly when the first two hold and the answers' format is lost; not "
+                         f"reproduced when the KL is not smaller or the accuracy is lost; inconclusive otherwise",
+            "numbers": {"ratio": ratio, "interval": [r_low, r_high], "threshold": 1.0,
+                        "accuracy_change": change, "accuracy_change_interval": [a_low, a_high],
+                        "stated_value": stated, "stated_interval": [s_low, s_high], "seeds": seeds,
+                        "kl_response": float(wide["kl_mean"][response].mean()), "kl_value": float(wide["kl_mean"][value].mean()),
+                        "accuracy_response": float(wide["accuracy_known"][response].mean()),
+                        "accuracy_value": float(wide["accuracy_known"][value].mean()),
+                        "stated_response": float(wide["stated"][response].mean())}}
 
 
 # --- retrieval instead of tuning (chapter "Retrieval instead of tuning") --------------------------------
