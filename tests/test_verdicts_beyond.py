@@ -53,34 +53,35 @@ def test_key_tokens_reports_the_means_the_headline_reads():
 
 # --- verdict_retrieval ----------------------------------------------------------------------------------
 
-RETRIEVAL = {"base + retrieved": 0.5, "reader + retrieved": 0.875, "tuned + retrieved": 0.625}
-TUNING = {"full": 0.5, "lora": 0.25, "continued": 0.375}
+PAIRS = [("reader + retrieved", "reader, closed-book")]
 
 
-def test_retrieval_reproduced_names_the_best_of_each_family():
-    result = X.verdict_retrieval(RETRIEVAL, TUNING)
-    assert result["verdict"] == REPRODUCED
-    assert result["numbers"] == {"best_retrieval": "reader + retrieved", "best_retrieval_accuracy": 0.875,
-                                 "best_tuning": "full", "best_tuning_accuracy": 0.5, "gap": 0.375}
+def retrieval_rows(open_acc, closed_acc, tuning_acc, noise=(0.0, 0.02, -0.02)):
+    """Three seeds of a reader with and without the text, and of one tuning condition."""
+    rows = []
+    for seed, e in enumerate(noise):
+        rows += [{"seed": seed, "condition": "reader + retrieved", "family": "retrieval", "accuracy": open_acc + e},
+                 {"seed": seed, "condition": "reader, closed-book", "family": "retrieval", "accuracy": closed_acc},
+                 {"seed": seed, "condition": "full", "family": "tuning", "accuracy": tuning_acc - e}]
+    return pd.DataFrame(rows)
 
 
-def test_retrieval_gap_at_margin_is_reproduced_below_it_partly():
-    tuning = {"full": 0.5, "lora": 0.625}
-    result = X.verdict_retrieval(RETRIEVAL, tuning, margin=0.25)  # 0.875 - 0.625 == 0.25 exactly
-    assert result["verdict"] == REPRODUCED and result["numbers"]["gap"] == 0.25
-    assert result["numbers"]["best_tuning"] == "lora"
-    result = X.verdict_retrieval(RETRIEVAL, tuning, margin=0.5)
-    assert result["verdict"] == PARTLY and result["numbers"]["gap"] == 0.25
-    result = X.verdict_retrieval({"r": 0.625}, {"t": 0.5})  # gap 0.125 < default 0.2
-    assert result["verdict"] == PARTLY and result["numbers"]["gap"] == 0.125
+@pytest.mark.parametrize("open_acc, tuning_acc, noise, expected", [
+    (0.875, 0.5, (0.0, 0.02, -0.02), REPRODUCED),  # reads, and far ahead of tuning
+    (0.6, 0.5, (0.0, 0.01, -0.01), PARTLY),  # reads, ahead by less than 0.2
+    (0.6, 0.8, (0.0, 0.02, -0.02), NOT),  # reads, behind tuning
+    (0.7, 0.5, (0.0, 0.15, -0.15), "inconclusive"),  # too noisy to place against 0.2
+    (0.03, 0.56, (0.0, 0.01, -0.01), "premise not met"),  # chapter 9's case: the text changes nothing
+])
+def test_retrieval_on_every_outcome(open_acc, tuning_acc, noise, expected):
+    result = X.verdict_retrieval(retrieval_rows(open_acc, 0.03, tuning_acc, noise), PAIRS)
+    assert result["verdict"] == expected and expected in result["sentence"]
+    assert result["numbers"]["best_retrieval"] == "reader + retrieved" and result["numbers"]["best_tuning"] == "full"
 
 
-@pytest.mark.parametrize("best_tuning", [0.875, 1.0])
-def test_retrieval_no_gain_is_not_reproduced(best_tuning):
-    result = X.verdict_retrieval(RETRIEVAL, {"full": best_tuning, "lora": 0.25})
-    assert result["verdict"] == NOT
-    assert result["numbers"]["gap"] == 0.875 - best_tuning
-    assert result["numbers"]["best_tuning"] == "full" and result["numbers"]["best_retrieval"] == "reader + retrieved"
+def test_retrieval_null_row_is_premise_not_met():
+    """Nothing read, nothing tuned in: every accuracy zero."""
+    assert X.verdict_retrieval(retrieval_rows(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)), PAIRS)["verdict"] == "premise not met"
 
 
 # --- verdict_learns_less_forgets_less ------------------------------------------------------------------
@@ -306,8 +307,6 @@ def test_run_order_does_not_change_its_input():
 
 def test_boundaries_hold_for_shares_that_round():
     from tunestudy import experiments as X
-    assert X.verdict_retrieval({"r": 0.7}, {"t": 0.5})["verdict"] == "reproduced"
-    assert X.verdict_retrieval({"r": 0.5}, {"t": 0.5})["verdict"] == "not reproduced"
 
 
 def test_run_order_follows_a_chain_and_refuses_itself():

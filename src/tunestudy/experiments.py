@@ -710,21 +710,42 @@ def verdict_key_tokens(rows, tolerance: float = 0.05, parseable: float = 0.9) ->
 
 # --- retrieval instead of tuning (chapter "Retrieval instead of tuning") --------------------------------
 
-def verdict_retrieval(retrieval_accuracy: dict, tuning_accuracy: dict, margin: float = 0.2) -> dict:
+def verdict_retrieval(rows, reading_pairs: list, margin: float = 0.2, reads: float = 0.1) -> dict:
     """Ovadia et al.: retrieval is far ahead of fine-tuning for new knowledge (about 0.88 against 0.50).
 
-    Each dict maps a condition to its mean accuracy on the new facts. Reproduced: the
-    best retrieval condition beats the best tuning condition by at least `margin`;
-    partly: by less; not reproduced: it does not beat it.
+    rows: one row per (seed, condition) with `family` ("retrieval" or "tuning") and `accuracy` on the new facts.
+    reading_pairs: (condition with the retrieved text, the same model closed-book). Premise: the model reads its
+    context, i.e. for the best pair the 95% interval over seeds of (with the text - without it) lies above
+    `reads`; otherwise "premise not met" (retrieval cannot help a model that does not read). Then per seed the
+    best retrieval condition's accuracy minus the best tuning condition's (both picked by their mean over every
+    seed): reproduced when its 95% interval lies above `margin`, partly between 0 and `margin`, not reproduced at
+    or below 0, inconclusive when it straddles either.
     """
-    best_r = max(retrieval_accuracy, key=retrieval_accuracy.get)
-    best_t = max(tuning_accuracy, key=tuning_accuracy.get)
-    gap = retrieval_accuracy[best_r] - tuning_accuracy[best_t]
-    return judged(gap >= margin - 1e-9, gap > 1e-9,  # shares of answers: no float-rounding flips at the margin
-                  f"the best retrieval condition's accuracy on the new facts beats the best tuning's by at least "
-                  f"{margin:g} (reproduced), by less (partly)",
-                  {"best_retrieval": best_r, "best_retrieval_accuracy": retrieval_accuracy[best_r],
-                   "best_tuning": best_t, "best_tuning_accuracy": tuning_accuracy[best_t], "gap": gap})
+    from . import stats
+    wide = rows.pivot_table(index="seed", columns="condition", values="accuracy")
+    family = dict(zip(rows["condition"], rows["family"]))
+    best_r = max((c for c in wide if family[c] == "retrieval"), key=lambda c: wide[c].mean())
+    best_t = max((c for c in wide if family[c] == "tuning"), key=lambda c: wide[c].mean())
+    lifts = {open_: wide[open_] - wide[closed] for open_, closed in reading_pairs}
+    best_pair = max(lifts, key=lambda c: lifts[c].mean())
+    lift, l_low, l_high = stats.t_interval(lifts[best_pair])
+    criterion = (f"premise: with the retrieved text, the best reader answers at least {reads:g} more of the new facts "
+                 f"than closed-book (95% interval over seeds); then per seed the best retrieval condition's accuracy "
+                 f"minus the best tuning condition's: reproduced when its 95% interval lies above {margin:g}, partly "
+                 f"between 0 and {margin:g}, not reproduced at or below 0, inconclusive when it straddles either")
+    numbers = {"best_retrieval": best_r, "best_retrieval_accuracy": float(wide[best_r].mean()),
+               "best_tuning": best_t, "best_tuning_accuracy": float(wide[best_t].mean()),
+               "reading_lift": lift, "reading_lift_interval": [l_low, l_high], "best_reader": best_pair}
+    if not l_low > reads:
+        sentence = (f"with the text, the best reader ({best_pair}) answers {lift:+.2f} of the new facts against "
+                    f"closed-book (95% interval {l_low:+.2f} to {l_high:+.2f} over {len(wide)} seeds): the model does "
+                    f"not read its context, so retrieval cannot be tested here: premise not met")
+        return {"verdict": "premise not met", "criterion": criterion, "sentence": sentence,
+                "numbers": {**numbers, "gap": float(wide[best_r].mean() - wide[best_t].mean())}}
+    verdict = interval_verdict((wide[best_r] - wide[best_t]).tolist(), margin, 0.0,
+                               f"{best_r}'s accuracy minus {best_t}'s", f"{margin:g}", criterion)
+    verdict["numbers"] = {**verdict["numbers"], **numbers, "gap": verdict["numbers"]["estimate"]}
+    return verdict
 
 
 # --- the learning-forgetting trade-off and intruder dimensions (chapter "Learning and forgetting") -------
