@@ -305,10 +305,6 @@ def test_run_order_does_not_change_its_input():
     assert table == [x, y, a]
 
 
-def test_boundaries_hold_for_shares_that_round():
-    from tunestudy import experiments as X
-
-
 def test_run_order_follows_a_chain_and_refuses_itself():
     import pytest
     from tunestudy import runs
