@@ -750,30 +750,75 @@ def verdict_retrieval(rows, reading_pairs: list, margin: float = 0.2, reads: flo
 
 # --- the learning-forgetting trade-off and intruder dimensions (chapter "Learning and forgetting") -------
 
-def verdict_learns_less_forgets_less(lora_cells: dict, full: dict, full_curve: list | None = None) -> dict:
+def verdict_learns_less_forgets_less(rows, full_cell: str, alpha: float = 0.05) -> dict:
     """Biderman et al.: LoRA learns less and forgets less than full fine-tuning.
 
-    lora_cells: {cell: {"learned": new facts fitted, "forgetting": ...}} (means over
-    seeds); full: the same for full fine-tuning at its chosen rate. A cell learns less
-    and forgets less when its learned share is below full's and its forgetting is not
-    above full's. Reproduced: every cell; partly: some. With `full_curve` (full
-    fine-tuning's (learned, forgetting) points at several rates), the numbers also say
-    which cells forget more than full fine-tuning's curve at the same learned share
-    (linear interpolation; cells outside the curve's range are not judged).
+    rows: one row per (cell, seed) with `method`, `learned` (new facts fitted) and `forgetting`; `full_cell` is
+    full fine-tuning at its chosen rate, run on every seed. Per LoRA cell and seed, paired with full's run on the
+    same seed: full's learned share minus the cell's, and full's forgetting minus the cell's. A cell learns less
+    and forgets less when both one-sided t-tests (mean above 0) reject, its p-value the larger of the two; it
+    contradicts the claim when either difference is shown below 0 the same way. The cells' p-values get a Holm
+    correction (statsmodels), so judging twelve cells at once does not find one by chance. Reproduced: every cell
+    passes; partly: some do; not reproduced: every cell contradicts it; inconclusive otherwise.
     """
-    both = {c: bool(v["learned"] < full["learned"] and v["forgetting"] <= full["forgetting"])
-            for c, v in lora_cells.items()}
-    count = sum(both.values())
-    numbers = {"learns_less_forgets_less": both, "count": count, "num_cells": len(both),
-               "full_learned": full["learned"], "full_forgetting": full["forgetting"]}
-    if full_curve:
-        xs, ys = zip(*sorted(full_curve))
-        above = {c: bool(v["forgetting"] > np.interp(v["learned"], xs, ys)) for c, v in lora_cells.items()
-                 if xs[0] <= v["learned"] <= xs[-1]}
-        numbers.update(above_full_curve=above, num_above_full_curve=sum(above.values()), num_on_curve_range=len(above))
-    return judged(bool(both) and count == len(both), count > 0,
-                  "every LoRA cell learns fewer new facts than full fine-tuning and forgets no more (reproduced); "
-                  "some do (partly)", numbers)
+    from scipy import stats as scipy_stats
+    from statsmodels.stats.multitest import multipletests
+    full = rows[rows["cell"] == full_cell].set_index("seed")
+    cells = [c for c in dict.fromkeys(rows[rows["method"] == "lora"]["cell"])]
+
+    def one_sided(values, greater: bool) -> float:
+        values = np.asarray(values, dtype=float)
+        if len(values) < 2:
+            return 1.0
+        if np.std(values, ddof=1) == 0:
+            return 0.0 if (values[0] > 0 if greater else values[0] < 0) else 1.0
+        return float(scipy_stats.ttest_1samp(values, 0.0, alternative="greater" if greater else "less").pvalue)
+
+    p_pass, p_against, diffs = [], [], {}
+    for cell in cells:
+        part = rows[rows["cell"] == cell].set_index("seed")
+        seeds = part.index.intersection(full.index)
+        learn = (full.loc[seeds, "learned"] - part.loc[seeds, "learned"]).to_numpy()
+        forget = (full.loc[seeds, "forgetting"] - part.loc[seeds, "forgetting"]).to_numpy()
+        diffs[cell] = {"learns_less_by": float(learn.mean()), "forgets_less_by": float(forget.mean()),
+                       "seeds": int(len(seeds))}
+        p_pass.append(max(one_sided(learn, True), one_sided(forget, True)))
+        p_against.append(min(one_sided(learn, False), one_sided(forget, False)))
+    passes = multipletests(p_pass, alpha=alpha, method="holm")[0] if cells else []
+    against = multipletests(p_against, alpha=alpha, method="holm")[0] if cells else []
+    count, contradicted = int(sum(passes)), int(sum(against))
+    if cells and count == len(cells):
+        outcome = "reproduced"
+    elif count > 0:
+        outcome = "partly reproduced"
+    elif cells and contradicted == len(cells):
+        outcome = "not reproduced"
+    else:
+        outcome = "inconclusive"
+    seeds = int(full.index.size)
+    sentence = (f"{count} of {len(cells)} LoRA cells learn less and forget less than full fine-tuning, paired by seed "
+                f"over {seeds} seeds (one-sided t-tests, Holm-corrected at {alpha:g}); {contradicted} contradict it; "
+                f"the claim needs every cell: {outcome}")
+    return {"verdict": outcome, "sentence": sentence,
+            "criterion": "per LoRA cell and seed, full fine-tuning's learned share and forgetting minus the cell's "
+                         "(paired by seed); a cell passes when both one-sided t-tests show them above 0, contradicts "
+                         "the claim when either is shown below 0, both Holm-corrected over the cells; reproduced when "
+                         "every cell passes, partly when some do, not reproduced when every cell contradicts it, "
+                         "inconclusive otherwise",
+            "numbers": {"count": count, "num_cells": len(cells), "contradicted": contradicted, "seeds": seeds,
+                        "learns_less_forgets_less": {c: bool(x) for c, x in zip(cells, passes)},
+                        "p_values": dict(zip(cells, p_pass)), "differences": diffs}}
+
+
+def above_curve(cells: dict, curve: list) -> dict:
+    """{cell: does it forget more than full fine-tuning's curve at the same learned share} for the cells whose
+    learned share lies within the curve's range. cells: {cell: {"learned", "forgetting"}}; curve: full
+    fine-tuning's (learned, forgetting) points at several rates (linear interpolation between them)."""
+    if not curve:
+        return {}
+    xs, ys = zip(*sorted(curve))
+    return {c: bool(v["forgetting"] > np.interp(v["learned"], xs, ys)) for c, v in cells.items()
+            if xs[0] <= v["learned"] <= xs[-1]}
 
 
 def verdict_full_change_rank(full_ranks: list, lora_ranks: list, factor: float = 10.0) -> dict:
