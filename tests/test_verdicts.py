@@ -56,12 +56,37 @@ def test_data_scaling_verdict():
     assert X.verdict_data_scaling(flat, scaling([1, 2, 2.3], [0.2, 0.8, 0.9]))["verdict"] == "partly reproduced"
 
 
-def test_lora_vs_full_verdict():
-    assert X.verdict_lora_vs_full([0.01, 0.05], 0.01, 0.05)["verdict"] == "reproduced"
-    assert X.verdict_lora_vs_full([0.06, 0.05], 0.01, 0.05)["verdict"] == "partly reproduced"  # lead shrinks
-    assert X.verdict_lora_vs_full([-0.3, -0.6], 0.01, 0.05)["verdict"] == "partly reproduced"  # forgets less only
-    assert X.verdict_lora_vs_full([-0.3, -0.6], 0.05, 0.01)["verdict"] == "not reproduced"
-    assert X.verdict_lora_vs_full([-0.3, -0.6], 0.05, 0.05)["verdict"] == "not reproduced"  # equal is not less
+def vs_rows(gap_first, gap_last, lora_forgetting, full_forgetting, noise=(0.0, 0.01, -0.01)):
+    """Three seeds, two bases (epochs 10 and 45): full fine-tuning at 0.9 held-out accuracy, LoRA at 0.9 + gap."""
+    rows = []
+    for seed, e in enumerate(noise):
+        for epoch, gap in ((10, gap_first), (45, gap_last)):
+            rows += [{"seed": seed, "base_epoch": epoch, "method": "full", "accuracy_known": 0.9,
+                      "forgetting": full_forgetting},
+                     {"seed": seed, "base_epoch": epoch, "method": "lora", "accuracy_known": 0.9 + gap + e,
+                      "forgetting": lora_forgetting + e / 10}]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("args, expected", [
+    ((0.01, 0.08, 0.01, 0.05), "reproduced"),  # ahead on the best base, lead growing, forgets less
+    ((0.08, 0.05, 0.01, 0.05), "partly reproduced"),  # the lead shrinks
+    ((-0.3, -0.6, 0.01, 0.05), "partly reproduced"),  # forgets less only
+    ((-0.3, -0.6, 0.05, 0.01), "not reproduced"),
+    ((-0.3, -0.6, 0.05, 0.05), "not reproduced"),  # equal forgetting is not less
+    ((0.0, 0.0, 0.05, 0.05), "not reproduced"),  # the null row: LoRA is full fine-tuning again
+    ((-0.3, 0.002, 0.05, 0.05), "inconclusive"),  # the best base's gap within the seeds' noise
+])
+def test_lora_vs_full_verdict_on_every_outcome(args, expected):
+    result = X.verdict_lora_vs_full(vs_rows(*args), "lora")
+    assert result["verdict"] == expected and expected in result["sentence"]
+    assert result["numbers"]["gap_last"] == pytest.approx(args[1])
+
+
+def test_lora_vs_full_null_row_is_not_reproduced():
+    """LoRA that is full fine-tuning again, on every seed: no gap, no growth, the same forgetting."""
+    result = X.verdict_lora_vs_full(vs_rows(0.0, 0.0, 0.05, 0.05, noise=(0.0, 0.0, 0.0)), "lora")
+    assert result["verdict"] == "not reproduced"
 
 
 def cells(rows):

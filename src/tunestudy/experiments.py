@@ -408,19 +408,47 @@ def verdict_data_scaling(lora: dict, full: dict) -> dict:
                    "from_factor": after[0], "to_factor": after[-1]})
 
 
-def verdict_lora_vs_full(gaps: list, lora_forgetting: float, full_forgetting: float) -> dict:
+def verdict_lora_vs_full(rows, lora: str, full: str = "full") -> dict:
     """Ghosh et al. §5: LoRA beats full fine-tuning when the base knows the facts, more so the better the base.
 
-    gaps: LoRA's held-out accuracy minus full's, ordered from the least to the most
-    pretrained base. Reproduced: LoRA ahead on the best base, the lead growing with
-    the knowledge reserve, and LoRA forgetting less; partly: ahead or forgetting less.
+    rows: one row per (method, base_epoch, seed) with `accuracy_known` (held-out) and `forgetting`; bases ordered
+    by `base_epoch` from the least to the most pretrained. Per seed, paired within the seed's bases: LoRA's
+    held-out accuracy minus full's on the best base ("ahead"), that gap on the best base minus on the weakest
+    ("growing"), and full's forgetting minus LoRA's, averaged over bases ("forgets less"), each decided by its 95%
+    interval over seeds against 0. Reproduced: all three above 0; partly: "ahead" or "forgets less" above 0, not
+    all three; not reproduced: both "ahead" and "forgets less" at or below 0; inconclusive otherwise.
     """
-    wins, grows, less = gaps[-1] > 0, gaps[-1] > gaps[0], lora_forgetting < full_forgetting
-    return judged(wins and grows and less, wins or less,
-                  "LoRA ahead on the best base, its lead growing with the base's knowledge, and LoRA forgetting less "
-                  "(reproduced); LoRA ahead or forgetting less (partly)",
-                  {"gap_first": gaps[0], "gap_last": gaps[-1], "lora_forgetting": lora_forgetting,
-                   "full_forgetting": full_forgetting})
+    from . import stats
+    acc = rows.pivot_table(index="seed", columns=["method", "base_epoch"], values="accuracy_known")
+    forg = rows.pivot_table(index="seed", columns="method", values="forgetting")  # mean over the bases
+    epochs = sorted(rows["base_epoch"].unique())
+    gap = {e: acc[(lora, e)] - acc[(full, e)] for e in epochs}
+    parts = {"ahead": stats.t_interval(gap[epochs[-1]]), "growing": stats.t_interval(gap[epochs[-1]] - gap[epochs[0]]),
+             "forgets_less": stats.t_interval(forg[full] - forg[lora])}
+    above = {k: v[1] > 0 for k, v in parts.items()}
+    below = {k: v[2] <= 0 for k, v in parts.items()}
+    if all(above.values()):
+        outcome = "reproduced"
+    elif above["ahead"] or above["forgets_less"]:
+        outcome = "partly reproduced"
+    elif below["ahead"] and below["forgets_less"]:
+        outcome = "not reproduced"
+    else:
+        outcome = "inconclusive"
+    seeds = len(acc)
+    said = "; ".join(f"{name.replace('_', ' ')} {m:+.2f} ({lo:+.2f} to {hi:+.2f})" for name, (m, lo, hi) in parts.items())
+    return {"verdict": outcome,
+            "sentence": f"over {seeds} seeds, paired: {said}; the claim needs all three above 0: {outcome}",
+            "criterion": "per seed, paired within the seed's bases: LoRA's held-out accuracy minus full fine-tuning's "
+                         "on the best base (ahead), that gap minus the gap on the weakest base (growing), and full's "
+                         "forgetting minus LoRA's (forgets less); reproduced when the 95% interval of each lies above 0, "
+                         "partly when that of ahead or of forgets less does, not reproduced when both of these lie at "
+                         "or below 0, inconclusive otherwise",
+            "numbers": {"estimate": parts["ahead"][0], "interval": [parts["ahead"][1], parts["ahead"][2]], "threshold": 0.0,
+                        "parts": {k: {"mean": v[0], "interval": [v[1], v[2]]} for k, v in parts.items()},
+                        "gap_first": float(gap[epochs[0]].mean()), "gap_last": float(gap[epochs[-1]].mean()),
+                        "lora_forgetting": float(forg[lora].mean()), "full_forgetting": float(forg[full].mean()),
+                        "seeds": seeds}}
 
 
 # --- LoRA's configuration (chapter "LoRA's configuration") ------------------------------------------
