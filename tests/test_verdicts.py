@@ -73,8 +73,7 @@ def vs_rows(gap_first, gap_last, lora_forgetting, full_forgetting, noise=(0.0, 0
     ((0.08, 0.05, 0.01, 0.05), "partly reproduced"),  # the lead shrinks
     ((-0.3, -0.6, 0.01, 0.05), "partly reproduced"),  # forgets less only
     ((-0.3, -0.6, 0.05, 0.01), "not reproduced"),
-    ((-0.3, -0.6, 0.05, 0.05), "not reproduced"),  # equal forgetting is not less
-    ((0.0, 0.0, 0.05, 0.05), "not reproduced"),  # the null row: LoRA is full fine-tuning again
+    ((-0.3, -0.6, 0.05, 0.05), "inconclusive"),  # behind; forgetting level within the noise: partly or not
     ((-0.3, 0.002, 0.05, 0.05), "inconclusive"),  # the best base's gap within the seeds' noise
 ])
 def test_lora_vs_full_verdict_on_every_outcome(args, expected):
