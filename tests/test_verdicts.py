@@ -31,6 +31,13 @@ def test_kl_shift_verdict_on_every_outcome(ratios, style, expected):
     assert result["numbers"]["seeds"] == 3 and "3x" in result["criterion"] and expected in result["sentence"]
 
 
+def test_kl_shift_with_a_method_that_changed_nothing_is_premise_not_met():
+    rows = kl_rows((2.0, 2.0, 2.0))
+    rows.loc[(rows.method == "lora") & (rows.seed == 1), "kl_mean"] = 0.0
+    result = X.verdict_kl_shift(rows, "lora")
+    assert result["verdict"] == "premise not met" and "no ratio" in result["sentence"]
+
+
 def test_kl_shift_ratio_is_paired_within_each_seed():
     """Seeds whose KLs differ tenfold but whose ratio is the same give a tight interval around that ratio."""
     result = X.verdict_kl_shift(kl_rows((2.0, 2.0, 2.0), lora_kl=(0.1, 1.0, 10.0)), "lora")

@@ -363,15 +363,18 @@ def verdict_kl_shift(rows, lora: str, full: str = "full") -> dict:
     seed, full's mean KL over the LoRA's, paired within the seed (one base); their geometric mean with a 95%
     t-interval of the log ratios (`stats.ratio_interval`). Reproduced: the interval above 3x; partly: between
     1x and 3x (full shifts more, not 4-5x more); not reproduced: below 1x; inconclusive: it straddles 1x or 3x.
-    Premise: the LoRA answers in the tuned style on at least half of its answers (a LoRA that learned nothing
-    would "barely shift" for free); where it does not, "premise not met".
+    Premise: both methods moved the base on every seed (a KL of zero has no ratio) and the LoRA answers in the
+    tuned style on at least half of its answers (a LoRA that learned nothing would "barely shift" for free);
+    where either fails, "premise not met".
     """
     from . import stats
     wide = rows.pivot_table(index="seed", columns="method", values="kl_mean")
-    per_seed = (wide[full] / wide[lora]).to_dict()
-    ratio, low, high = stats.ratio_interval(wide[full].to_numpy(), wide[lora].to_numpy())
+    moved = bool((wide[[lora, full]] > 0).all().all())  # a method that changed nothing on a seed has no ratio
+    per_seed = (wide[full] / wide[lora]).to_dict() if moved else {}
+    ratio, low, high = (stats.ratio_interval(wide[full].to_numpy(), wide[lora].to_numpy()) if moved else
+                        (float("nan"),) * 3)
     style = float(rows[rows["method"] == lora]["style_share"].mean()) if "style_share" in rows else None
-    outcome = ("premise not met" if style is not None and style < PREMISE_STYLE else
+    outcome = ("premise not met" if not moved or (style is not None and style < PREMISE_STYLE) else
                stats.decide(low, high, KL_RATIO_NEEDED, KL_RATIO_MORE))
     criterion = (f"per seed, full fine-tuning's mean KL over {lora}'s, paired within the seed; reproduced when the "
                  f"95% interval of their geometric mean lies above {KL_RATIO_NEEDED:g}x (the reference's 4-5x), partly "
@@ -380,10 +383,11 @@ def verdict_kl_shift(rows, lora: str, full: str = "full") -> dict:
                  + (f"; premise: {lora} answers in the tuned style on at least {PREMISE_STYLE:.0%} of its answers"
                     if style is not None else ""))
     return {"verdict": outcome, "criterion": criterion,
-            "sentence": stats.sentence(f"full fine-tuning's mean KL over {lora}'s", ratio, low, high, len(per_seed),
-                                       f"{KL_RATIO_NEEDED:g}x", outcome),
+            "sentence": (stats.sentence(f"full fine-tuning's mean KL over {lora}'s", ratio, low, high, len(per_seed),
+                                        f"{KL_RATIO_NEEDED:g}x", outcome) if moved else
+                         f"a method left the base unchanged on some seed (mean KL 0): no ratio: {outcome}"),
             "numbers": {"ratio": ratio, "interval": [low, high], "per_seed": {str(k): v for k, v in per_seed.items()},
-                        "seeds": len(per_seed), "threshold": KL_RATIO_NEEDED, "partly_threshold": KL_RATIO_MORE,
+                        "seeds": len(wide), "threshold": KL_RATIO_NEEDED, "partly_threshold": KL_RATIO_MORE,
                         **({"style_share": style} if style is not None else {})}}
 
 
@@ -705,6 +709,11 @@ def verdict_key_tokens(rows, tolerance: float = 0.05, parseable: float = 0.9) ->
     from . import stats
     wide = rows.pivot_table(index="seed", columns="loss on", values=["kl_mean", "accuracy_known", "stated"])
     response, value = "every response token", "value tokens only"
+    if not bool((wide["kl_mean"] > 0).all().all()):  # a loss that changed nothing on a seed has no ratio
+        return {"verdict": "premise not met", "sentence": "a loss left the base unchanged on some seed (mean KL 0): "
+                "no ratio: premise not met", "criterion": "both losses must move the base on every seed",
+                "numbers": {"seeds": len(wide), **{f"kl_{k}": float(wide["kl_mean"][n].mean()) for k, n in
+                                                    (("response", response), ("value", value))}}}
     ratio, r_low, r_high = stats.ratio_interval(wide["kl_mean"][value].to_numpy(), wide["kl_mean"][response].to_numpy())
     change, a_low, a_high = stats.t_interval(wide["accuracy_known"][value] - wide["accuracy_known"][response])
     stated, s_low, s_high = stats.t_interval(wide["stated"][value])
