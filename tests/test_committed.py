@@ -69,3 +69,16 @@ def test_the_key_check_fails_on_an_edited_notebook_parameter_or_module(toy, tmp_
     nb.cells[0].source += " (edited)"
     nbformat.write(nb, toy.source)
     assert not runs.is_current(toy, out)  # another notebook
+
+
+def test_the_stale_line_scales_the_last_times_by_this_machine_s_speed(toy, tmp_path, monkeypatch, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / runs.SECONDS_FILE).write_text('{"toy": 100.0, "%s": 50.0}' % runs.SPEED_KEY)
+    monkeypatch.setattr(runs, "machine_speed", lambda: 25.0)  # this machine: half the recording machine's speed
+    runs.announce_stale([toy], out, False, runs.read_seconds(out))
+    line = capsys.readouterr().out
+    assert "0 chapters current, 1 to compute" in line and "toy (about 3 min 20 s)" in line and "2.00x" in line
+    runs.run_chapter(toy, output_dir=out)
+    runs.announce_stale([toy], out, False, runs.read_seconds(out))
+    assert "all 1 chapters are current" in capsys.readouterr().out
