@@ -8,6 +8,8 @@ here never invalidates a cached model.
 
 from __future__ import annotations
 
+import math
+
 import itertools
 import multiprocessing
 import warnings
@@ -391,25 +393,68 @@ def verdict_kl_shift(rows, lora: str, full: str = "full") -> dict:
                         **({"style_share": style} if style is not None else {})}}
 
 
-def verdict_data_scaling(lora: dict, full: dict) -> dict:
-    """Ghosh et al. §4.3: more data does not help LoRA (flat KL and accuracy); full fine-tuning's KL grows.
+FLAT_ACCURACY = 0.05  # "does not get better": held-out accuracy within +-0.05 (two one-sided tests)
+FLAT_KL = 1.2  # "KL stays flat": KL within a factor of 1.2 either way (two one-sided tests on the log)
+GROWS_KL = 1.2  # full fine-tuning's KL "grows with data": by more than 20%
 
-    lora, full: {scale factor: {"kl_mean", "accuracy_known"}} (means over seeds).
-    Judged from the second scale on (x10 in the reference's ratios): LoRA's KL grows
-    less than full's and its accuracy moves by less than 0.05, and full's KL grows
-    by more than 20% (reproduced); LoRA flat, or its KL growing less than full's (partly).
+
+def verdict_data_scaling(rows, lora: str, full: str = "full") -> dict:
+    """Ghosh et al. §4.3: more data does not help LoRA (its KL and accuracy stay flat); full fine-tuning's KL grows.
+
+    rows: one row per (method, factor, seed) with `kl_mean` and `accuracy_known`. Judged from the second scale
+    on (x10 in the reference's ratios) to the last, per seed: LoRA's accuracy change and log KL growth, full's log
+    KL growth, and LoRA's log KL growth minus full's. "Flat" is an equivalence claim: two one-sided tests
+    (`stats.equivalent`) that LoRA's accuracy change lies within +-`FLAT_ACCURACY` and its KL growth within a
+    factor of `FLAT_KL`. "Moves" when either's 95% interval lies wholly outside its margin. Reproduced: LoRA flat
+    and full's KL growth's interval above `GROWS_KL`. Partly: LoRA flat without full shown growing, or LoRA's KL
+    shown growing less than full's (interval of the paired log difference below 0) without LoRA shown flat. Not
+    reproduced: LoRA moves and its KL is not shown growing less than full's. Inconclusive otherwise.
     """
-    factors = sorted(lora)
+    from . import stats
+    factors = sorted(rows["factor"].unique())
     after = factors[min(1, len(factors) - 1):]
-    lora_growth = lora[after[-1]]["kl_mean"] / lora[after[0]]["kl_mean"]
-    full_growth = full[after[-1]]["kl_mean"] / full[after[0]]["kl_mean"]
-    gain = lora[after[-1]]["accuracy_known"] - lora[after[0]]["accuracy_known"]
-    flat = lora_growth < full_growth and abs(gain) < 0.05
-    return judged(flat and full_growth > 1.2, flat or lora_growth < full_growth,
-                  "from the second scale on, LoRA's KL grows less than full fine-tuning's, its accuracy moves by less "
-                  "than 0.05 and full's KL grows by more than 20% (reproduced); LoRA's KL grows less than full's (partly)",
-                  {"lora_kl_growth": lora_growth, "full_kl_growth": full_growth, "lora_accuracy_gain": gain,
-                   "from_factor": after[0], "to_factor": after[-1]})
+    a, b = after[0], after[-1]
+    wide = rows.pivot_table(index="seed", columns=["method", "factor"], values=["kl_mean", "accuracy_known"])
+    acc = wide[("accuracy_known", lora, b)] - wide[("accuracy_known", lora, a)]
+    lora_log = np.log(wide[("kl_mean", lora, b)] / wide[("kl_mean", lora, a)])
+    full_log = np.log(wide[("kl_mean", full, b)] / wide[("kl_mean", full, a)])
+    acc_flat = stats.equivalent(acc, FLAT_ACCURACY)
+    kl_flat = stats.equivalent(lora_log, math.log(FLAT_KL))
+    flat = acc_flat["equivalent"] and kl_flat["equivalent"]
+    acc_m, acc_lo, acc_hi = stats.t_interval(acc)
+    kl_m, kl_lo, kl_hi = stats.t_interval(lora_log)
+    moves = (acc_lo > FLAT_ACCURACY or acc_hi < -FLAT_ACCURACY or kl_lo > math.log(FLAT_KL)
+             or kl_hi < -math.log(FLAT_KL))
+    full_m, full_lo, full_hi = stats.t_interval(full_log)
+    grows = full_lo > math.log(GROWS_KL)
+    less_m, less_lo, less_hi = stats.t_interval(lora_log - full_log)
+    less = less_hi < 0
+    if flat and grows:
+        outcome = "reproduced"
+    elif flat or less:
+        outcome = "partly reproduced"
+    elif moves:
+        outcome = "not reproduced"
+    else:
+        outcome = "inconclusive"
+    seeds = len(wide)
+    sentence = (f"from x{a} to x{b} over {seeds} seeds: LoRA's accuracy changes by {acc_m:+.2f} (95% interval "
+                f"{acc_lo:+.2f} to {acc_hi:+.2f}; flat needs within +-{FLAT_ACCURACY:g}), its KL by {math.exp(kl_m):.2f}x "
+                f"({math.exp(kl_lo):.2f}-{math.exp(kl_hi):.2f}x; flat needs within {FLAT_KL:g}x), full's KL by "
+                f"{math.exp(full_m):.2f}x ({math.exp(full_lo):.2f}-{math.exp(full_hi):.2f}x; grows needs above "
+                f"{GROWS_KL:g}x): {outcome}")
+    return {"verdict": outcome, "sentence": sentence,
+            "criterion": f"from the second scale on, per seed: LoRA flat when two one-sided tests put its accuracy change "
+                         f"within +-{FLAT_ACCURACY:g} and its KL growth within a factor of {FLAT_KL:g}; full's KL grows when "
+                         f"the 95% interval of its growth lies above {GROWS_KL:g}x; reproduced: LoRA flat and full's KL "
+                         "growing; partly: LoRA flat alone, or LoRA's KL growing less than full's (paired); not "
+                         "reproduced: LoRA moving, its KL not growing less than full's; inconclusive otherwise",
+            "numbers": {"estimate": math.exp(kl_m), "interval": [math.exp(kl_lo), math.exp(kl_hi)], "threshold": FLAT_KL,
+                        "lora_kl_growth": math.exp(kl_m), "full_kl_growth": math.exp(full_m),
+                        "full_kl_growth_interval": [math.exp(full_lo), math.exp(full_hi)],
+                        "lora_accuracy_gain": acc_m, "lora_accuracy_gain_interval": [acc_lo, acc_hi],
+                        "lora_flat": flat, "accuracy_tost_p": acc_flat["p_value"], "kl_tost_p": kl_flat["p_value"],
+                        "lora_grows_less": less, "full_grows": grows, "from_factor": a, "to_factor": b, "seeds": seeds}}
 
 
 def verdict_lora_vs_full(rows, lora: str, full: str = "full") -> dict:
