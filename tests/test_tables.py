@@ -45,3 +45,23 @@ def test_measures_as_rows_puts_each_measure_on_a_row_and_each_run_in_a_column():
     assert turned["measure"].tolist() == ["accuracy", "KL"]
     assert turned.loc[0, "known, lora"] == table.loc[0, "accuracy"] == "0.60 ± 0.14"
     assert turned.loc[1, "unknown, lora"] == "4.00 ± 1.41"
+
+
+def test_answers_are_packed_deterministically_and_unpacked_when_missing(tmp_path):
+    import gzip
+    import os
+
+    import pandas as pd
+
+    from tunestudy import plots
+    answers = pd.DataFrame([{"seed": 0, "question": "Who?", "answer": "Ada"}, {"seed": 1, "question": "Who?", "answer": None}])
+    path = plots.write_answers("99_toy", answers, tmp_path)
+    packed = tmp_path / "99_toy_answers.jsonl.gz"
+    first = packed.read_bytes()
+    assert gzip.decompress(first) == path.read_bytes()
+    plots.write_answers("99_toy", answers, tmp_path)
+    assert packed.read_bytes() == first  # no timestamp inside: the same answers, the same bytes
+    path.unlink()  # a fresh clone holds only the packed file
+    assert plots.unpack_answers(tmp_path) == [path] and path.read_bytes() == gzip.decompress(first)
+    os.utime(path, (packed.stat().st_mtime + 10,) * 2)
+    assert plots.unpack_answers(tmp_path) == []  # current: left alone

@@ -11,6 +11,8 @@ and the results files. Every chapter writes its numbers to
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import math
 import os
@@ -125,15 +127,39 @@ def show(table, caption: str = ""):
 
 
 def write_answers(chapter: str, answers, folder: str | Path = "results") -> Path:
-    """Every answer of the chapter as JSON Lines, one object per (seed, model, question), atomically."""
+    """Every answer of the chapter as JSON Lines, one object per (seed, model, question), atomically; and the same
+    bytes gzip-compressed beside it (`.jsonl.gz`, no timestamp inside: the same answers give the same bytes), which
+    is what the repository keeps and the build unpacks (`unpack_answers`)."""
+    import gzip
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{chapter}_answers.jsonl"
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
     lines = [json.dumps(_clean(record), sort_keys=True) for record in answers.to_dict(orient="records")]
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    data = ("\n".join(lines) + "\n").encode()
+    for target, content in ((path, data), (path.with_name(path.name + ".gz"), _gzip(data))):
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
     return path
+
+
+def _gzip(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="") as handle:
+        handle.write(data)
+    return buffer.getvalue()
+
+
+def unpack_answers(folder: str | Path) -> list:
+    """Write each `*_answers.jsonl` that is missing or older than its committed `.jsonl.gz` (a fresh clone has
+    only these); return the files written."""
+    written = []
+    for packed in sorted(Path(folder).glob("*_answers.jsonl.gz")):
+        target = packed.with_suffix("")
+        if not target.exists() or target.stat().st_mtime < packed.stat().st_mtime:
+            target.write_bytes(gzip.decompress(packed.read_bytes()))
+            written.append(target)
+    return written
 
 
 def save_figure(fig, chapter: str, name: str, folder: str | Path = "figures") -> Path:

@@ -675,7 +675,8 @@ def write_findings(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT
 def write_pages(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> Path:
     """The pages the build makes from the results: all verdicts with their forest plot, the findings table,
     and the table of contents naming every page that exists (returned)."""
-    from . import verdictpage
+    from . import plots, verdictpage
+    plots.unpack_answers(root / "book" / "chapters" / "results")  # the pages link the answers; git keeps them packed
     verdictpage.write([c for c in table if (root / "book" / "chapters" / f"{c.name}.ipynb").exists()], root)
     write_findings(table, root)
     return write_toc(table, root)
