@@ -96,11 +96,14 @@ def page_text(rows: list) -> str:
              f"```{{figure}} {FIGURE}", ":width: 100%", "",
              "The interval-decided verdicts: each quantity as a point with its 95% interval, against the claim's "
              "thresholds (dashed), coloured by outcome.", "```", "",
-             "| chapter | claim | outcome | quantity and interval | rule |", "| --- | --- | --- | --- | --- |"]
+             "| chapter | claim | outcome | quantity and interval |", "| --- | --- | --- | --- |"]
     for r in rows:
         quantity = r["sentence"].rsplit(":", 1)[0] if r["sentence"] else "(mean over seeds, no interval)"
         link = f"[{r['title']}](chapters/{r['chapter']}.ipynb)"
-        lines.append(f"| {link} | {r['claim']} | **{r['outcome']}** | {_cell(quantity)} | {_cell(r['rule'])} |")
+        lines.append(f"| {link} | {r['claim']} | **{r['outcome']}** | {_cell(quantity)} |")
+    lines += ["", "## The rules", "", "Each verdict's rule, as its chapter states it.", ""]
+    for r in rows:
+        lines.append(f"- **{r['title']}, {r['claim']}**: {r['rule']}")
     return "\n".join(lines) + "\n"
 
 
