@@ -12,7 +12,6 @@ import re
 import uuid
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import plots, tokenshift
