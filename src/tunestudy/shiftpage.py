@@ -209,7 +209,7 @@ def headline(results: dict) -> str:
     base_template = p["base_template"] or p["template"]
     return (
         f"# Token shift: `{short(p['base'])}` to `{short(p['tuned'])}`\n\n"
-        f"The tuned model answered {s['answers']} instructions of `{p['data']}` greedily (prompt template "
+        f"The tuned model answered {s['answers']} instructions of `{short(p['data'])}` greedily (prompt template "
         f"*{p['template']}*, the base's *{base_template}*; at most {p['max_new_tokens']} tokens), "
         f"{s['positions']} answer tokens in all. Of them {pct['unshifted']:.1f}% are **unshifted** (the base's "
         f"own first choice), {pct['marginal']:.1f}% **marginal** and {pct['shifted']:.1f}% **shifted** (95% "
