@@ -53,8 +53,8 @@ $$
 
 def page_order(html_dir: Path) -> list[str]:
     """Landing page, chapters in table order, then the MathJax probe if the book has it."""
-    order = ["book/intro.html"] + [f"book/chapters/{c.name}.html" for c in CHAPTERS]
-    order += [f"book/{file}.html" for _, file, _ in runs.STATIC_PAGES if (html_dir / "book" / f"{file}.html").exists()]
+    static = tuple(p for p in runs.STATIC_PAGES if (html_dir / "book" / f"{p[1]}.html").exists())
+    order = ["book/intro.html"] + [f"{file}.html" for _, file, _ in runs.toc_entries(CHAPTERS, static)]
     if (html_dir / "book" / f"{PROBE}.html").exists():
         order.append(f"book/{PROBE}.html")
     return order

@@ -82,3 +82,14 @@ def test_the_stale_line_scales_the_last_times_by_this_machine_s_speed(toy, tmp_p
     runs.run_chapter(toy, output_dir=out)
     runs.announce_stale([toy], out, False, runs.read_seconds(out))
     assert "all 1 chapters are current" in capsys.readouterr().out
+
+
+def test_the_recording_machine_is_kept_by_a_run_that_built_nothing(tmp_path, monkeypatch):
+    chapter = runs.Chapter("toy", "A toy chapter", "/x/toy.ipynb")
+    monkeypatch.setattr(runs, "machine_speed", lambda: 42.0)
+    monkeypatch.setattr(runs, "machine_name", lambda: "a test CPU")
+    runs.record_seconds(chapter, tmp_path, 12.0, built=3)
+    monkeypatch.setattr(runs, "machine_speed", lambda: 1.0)
+    runs.record_seconds(chapter, tmp_path, 1.0, built=0)  # everything from the cache: the building run's record stays
+    table = runs._read_table(tmp_path)
+    assert table["toy"] == 12.0 and table[runs.SPEED_KEY] == 42.0 and table[runs.MACHINE_KEY] == "a test CPU"

@@ -380,6 +380,8 @@ def record_seconds(chapter: Chapter, output_dir: Path, seconds: float, built: in
     with _seconds_lock:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = read_seconds(output_dir)
+        kept = _read_table(output_dir)
+        table.update({key: kept[key] for key in (SPEED_KEY, MACHINE_KEY) if key in kept})  # whose times these are
         if built or chapter.name not in table:  # a run that only reread the cache keeps the time of the last one that built
             table[chapter.name] = round(seconds, 1)
             table[SPEED_KEY] = round(machine_speed(), 1)  # what the times are scaled by on another machine
@@ -614,8 +616,7 @@ def toc_text(chapters: list[Chapter], static: tuple = ()) -> str:
         "format: jb-book",
         "root: book/intro",
     ]
-    entries = [(c.part, f"book/chapters/{c.name}", c.title) for c in chapters]
-    entries += [(part, f"book/{file}", title) for part, file, title in static]
+    entries = toc_entries(chapters, static)
     parts = list(dict.fromkeys(part for part, _, _ in entries))
     if parts:
         lines.append("parts:")
@@ -625,6 +626,15 @@ def toc_text(chapters: list[Chapter], static: tuple = ()) -> str:
             lines.append(f"      - file: {file}")
             lines.append(f"        title: {json.dumps(title)}")
     return "\n".join(lines) + "\n"
+
+
+def toc_entries(chapters: list[Chapter], static: tuple = ()) -> list:
+    """(part, file, title) of every page in the book's reading order: parts in the order they first appear,
+    within a part its chapters in table order, then its static pages."""
+    entries = [(c.part, f"book/chapters/{c.name}", c.title) for c in chapters]
+    entries += [(part, f"book/{file}", title) for part, file, title in static]
+    parts = list(dict.fromkeys(part for part, _, _ in entries))
+    return [e for part in parts for e in entries if e[0] == part]
 
 
 def write_toc(table: tuple[Chapter, ...] = CHAPTERS, root: Path = REPO_ROOT) -> Path:
