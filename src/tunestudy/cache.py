@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import time
+import threading
 import tokenize
 from pathlib import Path
 from typing import Callable
@@ -70,11 +71,21 @@ def source_hash(files: tuple | None = None) -> str:
     return digest.hexdigest()
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(text: str) -> ast.AST:
+    """`ast.parse`, one thread at a time: CPython 3.11 before 3.11.8 can fail with "AST constructor recursion
+    depth mismatch" when two threads parse at once (the book runs two chapters in threads)."""
+    with _PARSE_LOCK:
+        return ast.parse(text)
+
+
 def normalized_source(text: str) -> str:
     """A module's tokens without its comments, docstrings and blank lines, one space apart; indentation and
     line ends stay as tokens, so every change to what the code computes changes the result."""
     docstrings = []  # (start, end) positions of each module, class and function docstring
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(parse(text)):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
@@ -105,7 +116,7 @@ def package_imports(module_file: str, package: Path | None = None) -> set:
 def imported_modules(code: str, relative: bool = False) -> set:
     """File names of the tunestudy modules that `code` imports (`from . import x` too when `relative`)."""
     found = set()
-    for node in ast.walk(ast.parse(code)):
+    for node in ast.walk(parse(code)):
         if isinstance(node, ast.ImportFrom):
             if relative and node.level == 1 and node.module:  # from .x import y
                 found.add(node.module.split(".")[0] + ".py")
