@@ -73,15 +73,6 @@ def test_linear_model_with_a_control_column_recovers_all_four_coefficients():
     assert "b_stated" not in plain and plain["b_unk"] != pytest.approx(-24.0, abs=1.0)
 
 
-def test_linear_model_without_unknown_examples_has_no_coefficients():
-    rows = checkpoint_table(10.0, 2.0, -4.0, noise=1.0, seed=5)
-    rows["n_unknown_fitted"] = 0  # a column of zeros: b_unk cannot be told apart
-    fit = X.gekhman_fit(rows)
-    assert all(math.isnan(fit[k]) for k in ("b0", "b_kn", "b_unk", "r2")) and fit["n"] == 60
-    assert all(math.isnan(v) for v in fit["ci_b_unk"])
-    assert X.verdict_unknown_hallucinates(fit)["verdict"] == NOT
-
-
 def test_early_and_converged_take_the_first_best_dev_epoch_and_the_last():
     rows = [{"epoch": 5.0, "dev_accuracy": 0.5}, {"epoch": 1.0, "dev_accuracy": 0.25},
             {"epoch": 2.0, "dev_accuracy": 0.5}, {"epoch": 8.0, "dev_accuracy": 0.375}]
@@ -258,42 +249,10 @@ def fit(b_kn, b_unk, ci):
     return {"b_kn": b_kn, "b_unk": b_unk, "ci_b_unk": ci}
 
 
-def test_unknown_hurts():
-    falls = {0: 0.75, 50: 0.7, 100: 0.625}
-    assert X.verdict_unknown_hurts(fit(7.0, -8.0, [-10.0, -6.0]), falls)["verdict"] == REPRODUCED
-    assert X.verdict_unknown_hurts(fit(7.0, -8.0, [-10.0, 1.0]), falls)["verdict"] == PARTLY  # interval crosses 0
-    flat = {0: 0.75, 100: 0.75}
-    assert X.verdict_unknown_hurts(fit(7.0, -8.0, [-10.0, -6.0]), flat)["verdict"] == PARTLY  # no fall
-    assert X.verdict_unknown_hurts(fit(7.0, 2.0, [1.0, 3.0]), flat)["verdict"] == NOT
-    result = X.verdict_unknown_hurts(fit(7.0, 2.0, [1.0, 3.0]), {0: 0.8, 100: 0.75})  # fall 0.05 exactly, in floats
-    assert result["verdict"] == PARTLY and result["numbers"]["fall"] == pytest.approx(0.05)
-    # b_unk below zero but above b_kn is not the claim
-    assert X.verdict_unknown_hurts(fit(-9.0, -8.0, [-10.0, -6.0]), falls)["verdict"] == PARTLY
-
-
-def test_unknown_hallucinates():
-    def hfit(b_kn, ci_kn, b_unk, ci_unk):
-        return {"b_kn": b_kn, "ci_b_kn": ci_kn, "b_unk": b_unk, "ci_b_unk": ci_unk}
-    assert X.verdict_unknown_hallucinates(hfit(1.0, [-2.0, 4.0], 30.0, [20.0, 40.0]))["verdict"] == REPRODUCED
-    # b_unk's interval above zero but overlapping b_kn's
-    assert X.verdict_unknown_hallucinates(hfit(10.0, [5.0, 25.0], 30.0, [20.0, 40.0]))["verdict"] == PARTLY
-    assert X.verdict_unknown_hallucinates(hfit(1.0, [-2.0, 4.0], 3.0, [-1.0, 7.0]))["verdict"] == PARTLY
-    result = X.verdict_unknown_hallucinates(hfit(5.0, [1.0, 9.0], 2.0, [1.5, 2.5]))
-    assert result["verdict"] == NOT and result["numbers"]["ci_b_unk"] == [1.5, 2.5]
-
-
 def test_linear_model_fits_any_measure_column():
     rows = checkpoint_table(5.0, 0.0, 30.0, noise=0.0, seed=7).rename(columns={"test_accuracy": "test_hallucination"})
     fit = X.gekhman_fit(rows, "test_hallucination")
     assert [fit["b0"], fit["b_kn"], fit["b_unk"]] == pytest.approx([5.0, 0.0, 30.0], abs=1e-8)
-
-
-def test_conflict_hurts():
-    assert X.verdict_conflict_hurts({0: 0.9, 25: 0.7, 50: 0.5, 100: 0.2})["verdict"] == REPRODUCED
-    assert X.verdict_conflict_hurts({0: 0.9, 25: 0.5, 50: 0.7, 100: 0.2})["verdict"] == PARTLY  # rises on the way
-    assert X.verdict_conflict_hurts({0: 0.9, 25: 0.9, 50: 0.875, 100: 0.84375})["verdict"] == PARTLY  # small fall
-    assert X.verdict_conflict_hurts({0: 0.5, 100: 0.5})["verdict"] == NOT
-    assert X.verdict_conflict_hurts({0: 0.5, 100: 0.6})["verdict"] == NOT
 
 
 def runs_table(pairs):
@@ -307,15 +266,9 @@ def test_spearman_of_constant_input_is_nan_without_warning(recwarn):
     assert not recwarn.list
 
 
-def test_consistency_predicts():
-    good = runs_table([(0, 0.9, 0.9), (0, 0.8, 0.8), (50, 0.5, 0.5), (50, 0.4, 0.3), (100, 0.2, 0.2), (100, 0.1, 0.1)])
-    result = X.verdict_consistency_predicts(good)
-    assert result["verdict"] == REPRODUCED and result["numbers"]["rho_pooled"] == pytest.approx(1.0)
-    # within each share the order is reversed: only through the share
-    through_share = runs_table([(0, 0.9, 0.8), (0, 0.8, 0.9), (50, 0.5, 0.4), (50, 0.4, 0.5),
-                                (100, 0.2, 0.1), (100, 0.1, 0.2)])
-    result = X.verdict_consistency_predicts(through_share)
-    assert result["verdict"] == PARTLY and result["numbers"]["rho_within_share"] == pytest.approx(-1.0)
-    unrelated = runs_table([(0, 0.1, 0.9), (0, 0.2, 0.8), (50, 0.5, 0.5), (50, 0.6, 0.4), (100, 0.9, 0.2),
-                            (100, 0.8, 0.1)])
-    assert X.verdict_consistency_predicts(unrelated)["verdict"] == NOT
+def test_linear_model_without_unknown_examples_has_no_coefficients():
+    rows = checkpoint_table(10.0, 2.0, -4.0, noise=1.0, seed=5)
+    rows["n_unknown_fitted"] = 0  # a column of zeros: b_unk cannot be told apart
+    fit = X.gekhman_fit(rows)
+    assert all(math.isnan(fit[k]) for k in ("b0", "b_kn", "b_unk", "r2")) and fit["n"] == 60
+    assert all(math.isnan(v) for v in fit["ci_b_unk"])

@@ -72,57 +72,6 @@ def test_shift_shares_count_ranks_as_urial():
     assert all(math.isnan(v) for v in realbase.shift_shares([]).values())
 
 
-def test_the_real_summary_against_hand_counts():
-    answers = [{"category": c, "correct": ok, "hallucinated": h} for c, ok, h in
-               [("HighlyKnown", True, False), ("HighlyKnown", False, True), ("MaybeKnown", True, False),
-                ("Unknown", False, True), ("Unknown", False, False)]]
-    base_answers = [dict(a, correct=False, hallucinated=True) for a in answers]
-    run = {"answers": answers, "positions": {"kl": [0.0, 1.0, 3.0], "kl_topk": [0.0, 0.5, 1.0], "base_rank": [1, 2, 9]},
-           "forgetting": {"p_after": [0.5, 0.0]}, "train_log": {"loss": [2.0, 1.0], "trainable_fraction": 0.1}}
-    out = X.real_summary(run, {"answers": base_answers, "p_before": [1.0, 0.5]})
-    assert out["accuracy_HighlyKnown"] == 0.5 and out["accuracy_MaybeKnown"] == 1.0
-    assert out["accuracy_known"] == pytest.approx(2 / 3) and out["accuracy_Unknown"] == 0.0
-    assert out["hallucination_unknown"] == 0.5 and out["base_hallucination_unknown"] == 1.0
-    assert out["base_accuracy_known"] == 0.0 and math.isnan(out["accuracy_WeaklyKnown"])
-    assert out["kl_mean"] == pytest.approx(4 / 3) and out["kl_topk_mean"] == 0.5
-    assert out["kl_top5_share"] == pytest.approx(3 / 4)  # the top 5% of 3 positions is one: 3 of 4 nats
-    assert out["unshifted_share"] == pytest.approx(1 / 3) and out["shifted_share"] == pytest.approx(1 / 3)
-    assert out["forgetting"] == pytest.approx(0.75 - 0.25)
-
-
-@pytest.mark.parametrize("rises, expected", [
-    ((0.6, 0.55, 0.62), "reproduced"), ((0.1, 0.12, 0.08), "partly reproduced"), ((0.0, 0.0, 0.0), "not reproduced"),
-    ((-0.05, -0.06, -0.04), "not reproduced"), ((0.1, 0.3, 0.25), "inconclusive"), ((0.05, -0.05, 0.02), "inconclusive"),
-    ((0.3,), "inconclusive")])  # (0, 0, 0): the null row, tuning that changed nothing; one seed: no interval
-def test_verdict_unlocks_known(rises, expected):
-    result = X.verdict_unlocks_known(list(rises))
-    assert result["verdict"] == expected and result["numbers"]["seeds"] == len(rises)
-
-
-@pytest.mark.parametrize("known, unknown, expected", [
-    ({"accuracy_known": 0.8, "hallucination_unknown": 0.5}, {"accuracy_known": 0.6, "hallucination_unknown": 0.7},
-     "reproduced"),
-    ({"accuracy_known": 0.8, "hallucination_unknown": 0.5}, {"accuracy_known": 0.6, "hallucination_unknown": 0.5},
-     "partly reproduced"),
-    ({"accuracy_known": 0.8, "hallucination_unknown": 0.5}, {"accuracy_known": 0.8, "hallucination_unknown": 0.52},
-     "not reproduced"),
-])
-def test_verdict_unknown_set_worse(known, unknown, expected):
-    assert X.verdict_unknown_set_worse(known, unknown)["verdict"] == expected
-
-
-def test_verdicts_mostly_unshifted_and_lora_forgets_less():
-    assert X.verdict_mostly_unshifted(0.777, 0.70, 0.85, "over 3 seeds")["verdict"] == "reproduced"
-    assert X.verdict_mostly_unshifted(0.55, 0.45, 0.65, "over 3 seeds")["verdict"] == "inconclusive"
-    assert X.verdict_mostly_unshifted(0.3, 0.2, 0.4, "over 3 seeds")["verdict"] == "not reproduced"
-    assert X.verdict_mostly_unshifted(1.0, 1.0, 1.0, "over 3 seeds", styled_share=0.0)["verdict"] == "premise not met"
-    assert X.verdict_lora_forgets_less([0.3, 0.28, 0.31, 0.29])["verdict"] == "reproduced"
-    assert X.verdict_lora_forgets_less([0.01, 0.012, 0.011, 0.009])["verdict"] == "partly reproduced"
-    assert X.verdict_lora_forgets_less([0.0, 0.0, 0.0, 0.0])["verdict"] == "not reproduced"  # the null row
-    assert X.verdict_lora_forgets_less([-0.05, 0.1, 0.02, 0.04])["verdict"] == "inconclusive"
-    assert "over 4 seed-and-set pairs" in X.verdict_lora_forgets_less([0.3, 0.28, 0.31, 0.29])["sentence"]
-
-
 def test_bfloat16_precision_autocasts_the_matmuls_and_float32_leaves_them():
     import torch
     layer, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
@@ -183,8 +132,13 @@ def test_the_chapter_runs_on_a_local_model_folder_and_a_facts_file(tmp_path, mon
     results = json.loads((tmp_path / "book" / "results" / "14_real_base.json").read_text())
     assert results["parameters"]["tuned_relations"] == ["capital", "currency"]
     assert set(results["category_shares"]) == {"capital", "currency", "element_symbol", "all"}
-    assert len(results["by_seed"]) == 2 * 2 * len(results["parameters"]["seeds"])
-    assert {r["set"] for r in results["by_seed"]} == {"known facts", "unknown facts"}
+    rates = len(results["parameters"]["lora_lrs"]) + len(results["parameters"]["full_lrs"])
+    per_seed = rates + 2 + 2  # the sweep on the known set; the unknown set and the bare answers at the picks
+    assert len(results["by_run"]) == per_seed * len(results["parameters"]["seeds"])
+    assert {r["set"] for r in results["by_run"]} == {"known facts", "unknown facts"}
+    assert {r["answers"] for r in results["by_run"]} == {"styled", "bare"}
+    # per seed and method: the pick's sweep run, its unknown-set run and its bare-answers run
+    assert sum(r["picked"] for r in results["by_run"]) == 2 * 3 * len(results["parameters"]["seeds"])
 
 
 def test_a_labelling_on_the_stand_in_matches_a_hand_computation(tmp_path, monkeypatch):
@@ -231,3 +185,10 @@ def test_a_facts_file_with_bad_aliases_names_facts_file(tmp_path):
     assert str(error.value).startswith(f"facts_file {str(path)!r}: item 0 has aliases") and "\n" not in str(error.value)
     path.write_text(json.dumps([{**item, "aliases": ["A2"]}]))
     assert realbase.load_fact_file(str(path))[0]["aliases"] == ["A2"]
+
+
+def test_verdict_mostly_unshifted_reaches_every_outcome_and_needs_the_style():
+    assert X.verdict_mostly_unshifted(0.777, 0.70, 0.85, "over 3 seeds")["verdict"] == "reproduced"
+    assert X.verdict_mostly_unshifted(0.55, 0.45, 0.65, "over 3 seeds")["verdict"] == "inconclusive"
+    assert X.verdict_mostly_unshifted(0.3, 0.2, 0.4, "over 3 seeds")["verdict"] == "not reproduced"
+    assert X.verdict_mostly_unshifted(1.0, 1.0, 1.0, "over 3 seeds", styled_share=0.0)["verdict"] == "premise not met"

@@ -64,5 +64,5 @@ def test_decide_on_every_outcome(low, high, expected):
 
 def test_the_sentence_reads_as_the_issue_writes_it():
     text = stats.sentence("full's mean KL over LoRA's", 1.35, 0.9, 1.9, 3, "3x", "not reproduced")
-    assert text == ("full's mean KL over LoRA's is 1.35 (95% interval 0.90-1.90 over 3 seeds); "
+    assert text == ("full's mean KL over LoRA's is 1.35 (95% interval 0.90 to 1.90 over 3 seeds); "
                     "the claim needs 3x: not reproduced")

@@ -26,16 +26,18 @@ from .evaluation import base_answers, base_probe, evaluate, training_fit
 from .sets import SetSpec, file_set_spec
 from .tuned import load_tuned, train_log
 
-__all__ = ["SMOKE_BASE", "SMOKE_SEEDS", "SMOKE_TUNE", "all_answers", "answers_side_by_side", "base_kwargs", "base_report",
-           "ATTENTION_ONLY", "LORA_TARGET_SETS", "base_spec", "build_bases", "check_lora_targets", "judged", "parse_choices", "parse_target_sets", "pick_configuration", "training_fits", "verdict_attention_only", "verdict_data_scaling", "verdict_kl_shift", "verdict_lora_vs_full", "verdict_low_ranks_fall_behind", "verdict_lr_ratio", "checkpoint_epochs", "evaluations", "load_base", "load_tuned",
-           "methods_at_sweep_edge", "parse_float_list", "parse_int_list", "positions_table", "replicate", "seeds_for",
-           "set_spec", "smoke_tune", "sorted_kl_curves", "summarize", "train_logs", "tune_config", "verdict",
-           "baseline_eps", "grid_config", "intruder_counts", "lora_grid_sweep", "style_share", "verdict_full_change_rank",
-           "verdict_intruders", "verdict_key_tokens", "verdict_learns_less_forgets_less", "verdict_retrieval",
-           "recall_rows", "weight_change_rows", "recovered_share", "restored_rows", "verdict_pseudo_forgetting",
-           "answers_frame", "spearman", "checkpoint_rows", "conflict_rows", "parse_epochs", "parse_percentages", "early_and_converged", "gekhman_fit", "verdict_conflict_hurts",
-           "verdict_consistency_predicts", "verdict_knowledge_survives", "verdict_unknown_fitted_slower", "verdict_unknown_hallucinates",
-           "verdict_unknown_hurts"]
+__all__ = ["all_answers", "answers_frame", "answers_side_by_side", "ATTENTION_ONLY", "base_kwargs", "base_report",
+           "base_spec", "baseline_eps", "build_bases", "check_lora_targets", "checkpoint_epochs", "checkpoint_rows",
+           "conflict_rows", "early_and_converged", "evaluations", "gekhman_fit", "grid_config", "intruder_counts",
+           "judged", "load_base", "load_tuned", "lora_grid_sweep", "LORA_TARGET_SETS", "methods_at_sweep_edge",
+           "parse_choices", "parse_epochs", "parse_float_list", "parse_int_list", "parse_percentages",
+           "parse_target_sets", "pick_configuration", "positions_table", "recall_rows", "recovered_share",
+           "replicate", "restored_rows", "seeds_for", "set_spec", "SMOKE_BASE", "SMOKE_SEEDS", "smoke_tune",
+           "SMOKE_TUNE", "sorted_kl_curves", "spearman", "style_share", "summarize", "train_logs", "training_fits",
+           "tune_config", "verdict", "verdict_attention_only", "verdict_data_scaling", "verdict_key_tokens",
+           "verdict_kl_shift", "verdict_learns_less_forgets_less", "verdict_lora_vs_full",
+           "verdict_low_ranks_fall_behind", "verdict_lr_ratio", "verdict_retrieval", "verdict_unknown_fitted_slower",
+           "weight_change_rows"]
 
 # A chapter page shows results, not library deprecation notices (models.py silences transformers).
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -771,7 +773,7 @@ def verdict_key_tokens(rows, tolerance: float = 0.05, parseable: float = 0.9) ->
     else:
         outcome = "inconclusive"
     seeds = len(wide)
-    sentence = (f"the value loss's mean KL is {ratio:.2f}x the response loss's (95% interval {r_low:.2f}-{r_high:.2f} "
+    sentence = (f"the value loss's mean KL is {ratio:.2f}x the response loss's (95% interval {r_low:.2f} to {r_high:.2f} "
                 f"over {seeds} seeds), its held-out accuracy {change:+.2f} ({a_low:+.2f} to {a_high:+.2f}), and "
                 f"{stated:.0%} of its answers state a value ({s_low:.0%}-{s_high:.0%}); the claim needs a smaller KL "
                 f"with accuracy within {tolerance:g} and {parseable:.0%} parseable answers: {outcome}")
@@ -903,22 +905,6 @@ def above_curve(cells: dict, curve: list) -> dict:
             if xs[0] <= v["learned"] <= xs[-1]}
 
 
-def verdict_full_change_rank(full_ranks: list, lora_ranks: list, factor: float = 10.0) -> dict:
-    """Biderman et al.: full fine-tuning's weight change needs 10-100x the rank of typical LoRA configurations
-    for 90% of its variance.
-
-    full_ranks: the effective rank of every matrix's change under full fine-tuning;
-    lora_ranks: the LoRA ranks studied. Reproduced: the median effective rank is at
-    least `factor` x the median LoRA rank; partly: at least 3x.
-    """
-    median_full, typical = float(np.median(full_ranks)), float(np.median(lora_ranks))
-    ratio = median_full / typical
-    return judged(ratio >= factor, ratio >= 3.0,
-                  f"the median effective rank (90% of the variance) of full fine-tuning's weight change is at least "
-                  f"{factor:g}x the median LoRA rank studied (reproduced), at least 3x (partly)",
-                  {"median_full_effective_rank": median_full, "median_lora_rank": typical, "ratio": ratio})
-
-
 def intruder_counts(max_cosines: list, eps: float) -> int:
     """Directions whose largest |cos| with every base direction is below eps."""
     return int(sum(c < eps for c in max_cosines))
@@ -930,31 +916,6 @@ def baseline_eps(random_cosines: list, share: float = 0.1, grid=None) -> float:
     grid = grid if grid is not None else [round(0.05 * i, 2) for i in range(1, 20)]
     passing = [e for e in grid if np.mean(np.asarray(random_cosines) < e) <= share]
     return float(max(passing)) if passing else float(min(grid))
-
-
-def verdict_intruders(lora_counts: list, full_counts: list, lora_forgetting: list, random_count: float,
-                      almost_none: float = 1.0) -> dict:
-    """Shuttleworth et al.: LoRA's tuned weights have intruder dimensions, full fine-tuning's almost none, and
-    their count tracks forgetting.
-
-    Counts per tuned model at one epsilon; lora_forgetting pairs with lora_counts;
-    random_count is the count random directions of the same size reach there (reported:
-    in high dimension they all pass a loose threshold, so a count is read against the
-    other method's, not as proof of a new direction). Reproduced: LoRA's mean count is
-    above full's, full's is at most `almost_none` per model, and the count's Spearman
-    correlation with forgetting across LoRA models is positive; partly: LoRA's mean
-    count is above full's.
-    """
-    from scipy.stats import spearmanr
-    lora_mean, full_mean = float(np.mean(lora_counts)), float(np.mean(full_counts))
-    rho = float(spearmanr(lora_counts, lora_forgetting).statistic) if len(set(lora_counts)) > 1 else float("nan")
-    more = lora_mean > full_mean
-    return judged(more and full_mean <= almost_none and rho > 0, more,
-                  f"LoRA's mean intruder count is above full fine-tuning's, full's is at most {almost_none:g} per "
-                  "model, and across LoRA models the count rises with forgetting (Spearman rho > 0) (reproduced); "
-                  "LoRA's count above full's (partly)",
-                  {"lora_mean_count": lora_mean, "full_mean_count": full_mean, "random_count": float(random_count),
-                   "spearman_rho_forgetting": rho})
 
 
 # --- rows of the cached steps of the chapters on changing the model less ------------------------------
@@ -1036,53 +997,6 @@ def recovered_share(before: float, after: float, restored: float, minimum_loss: 
     return (restored - after) / lost if lost >= minimum_loss else float("nan")
 
 
-def verdict_knowledge_survives(stages: dict, tolerance: float = 0.05) -> dict:
-    """Zhang et al.'s two stages read with a format-free test, with no restoring pass.
-
-    stages: {tuning length: {"probe_before", "probe_after", "candidates_before",
-    "candidates_after"}} (means over seeds). Early forgetting is *pseudo* when
-    the probe has lost at least twice `tolerance` while the format-free test has
-    lost at most `tolerance`; later forgetting is *actual* when the format-free
-    test has lost more than `tolerance`. Reproduced: pseudo at the shortest
-    length and actual at the longest; partly: one of the two.
-    """
-    lengths = sorted(stages)
-    short, long = stages[lengths[0]], stages[lengths[-1]]
-    lost = {name: {which: row[f"{which}_before"] - row[f"{which}_after"] for which in ("probe", "candidates")}
-            for name, row in (("shortest", short), ("longest", long))}
-    pseudo = lost["shortest"]["candidates"] <= tolerance + 1e-12 and lost["shortest"]["probe"] >= 2 * tolerance - 1e-12
-    actual = lost["longest"]["candidates"] > tolerance + 1e-12
-    return judged(pseudo and actual and len(lengths) > 1, pseudo or actual,
-                  f"at the shortest tuning the probe has lost at least {2 * tolerance:g} while the format-free test "
-                  f"has lost at most {tolerance:g} (pseudo forgetting), and at the longest the format-free test has "
-                  f"lost more than {tolerance:g} (actual forgetting) (reproduced); one of the two (partly)",
-                  {"shortest": lengths[0], "longest": lengths[-1], "probe_lost_shortest": lost["shortest"]["probe"],
-                   "candidates_lost_shortest": lost["shortest"]["candidates"],
-                   "probe_lost_longest": lost["longest"]["probe"],
-                   "candidates_lost_longest": lost["longest"]["candidates"]})
-
-
-def verdict_pseudo_forgetting(recovered: dict, pseudo: float = 0.8, actual: float = 0.5) -> dict:
-    """Zhang et al.: early forgetting is pseudo (restoring brings the knowledge back), later it is actual.
-
-    recovered: {tuning length: mean recovered share}. Reproduced: at the shortest
-    length restoring brings back at least `pseudo` of the loss and at the longest
-    less than `actual` (two stages); partly: the recovered share falls from the
-    shortest to the longest length without meeting both; not reproduced otherwise.
-    """
-    lengths = sorted(k for k, v in recovered.items() if v == v)
-    if len(lengths) < 2:
-        return judged(False, False, "needs a recovered share at two tuning lengths at least",
-                      {"recovered_share": recovered})
-    first, last = recovered[lengths[0]], recovered[lengths[-1]]
-    return judged(first >= pseudo and last < actual, last < first,
-                  f"restoring brings back at least {pseudo:.0%} of the lost probe accuracy at the shortest tuning "
-                  f"and less than {actual:.0%} at the longest (reproduced); a recovered share that falls with the "
-                  "tuning length (partly)",
-                  {"recovered_share": recovered, "shortest": lengths[0], "longest": lengths[-1],
-                   "recovered_shortest": first, "recovered_longest": last})
-
-
 # --- what tuning does to knowledge: known and unknown examples (Gekhman et al. 2024) ---------------------
 
 def checkpoint_rows(base_kwargs_: dict, data: SetSpec, config: tuning.TuneConfig, seeds: list, checkpoints: list,
@@ -1162,39 +1076,6 @@ def verdict_unknown_fitted_slower(gaps: list, margin: float = 0.1) -> dict:
                             "when it straddles either")
 
 
-def verdict_unknown_hurts(fit: dict, converged: dict, drop: float = 0.05) -> dict:
-    """Gekhman et al.: the more unknown examples a model has fitted, the worse it answers what it knew.
-
-    fit: `gekhman_fit` over the checkpoints; converged: {unknown share in
-    percent: test accuracy at the last epoch}. Reproduced: b_unk's 95% interval below zero,
-    b_unk below b_kn, and the all-unknown set's converged accuracy at least
-    `drop` below the all-known set's; partly: one of the two signs (b_unk < 0,
-    or the drop); not reproduced otherwise.
-    """
-    shares = sorted(converged)
-    fall = converged[shares[0]] - converged[shares[-1]]
-    negative = fit["ci_b_unk"][1] < 0 and fit["b_unk"] < fit["b_kn"]
-    return judged(negative and fall >= drop - 1e-12, fit["b_unk"] < 0 or fall >= drop - 1e-12,
-                  f"b_unk's 95% interval lies below zero and below b_kn, and at convergence the set of "
-                  f"{shares[-1]:g}% unknown examples answers the known test people at least {drop:g} worse than "
-                  f"the set of {shares[0]:g}% (reproduced); one of the two (partly)",
-                  {"b_kn": fit["b_kn"], "b_unk": fit["b_unk"], "ci_b_unk": fit["ci_b_unk"],
-                   "converged_accuracy": converged, "fall": fall})
-
-
-def verdict_unknown_hallucinates(fit: dict) -> dict:
-    """Gekhman et al.: the more unknown examples a model has fitted, the more it hallucinates.
-
-    fit: `gekhman_fit` of the hallucination rate (a wrong value stated about a
-    known test person) over the checkpoints. Reproduced: b_unk's 95% interval
-    above zero and above b_kn's; partly: b_unk above b_kn; not reproduced otherwise.
-    """
-    return judged(fit["ci_b_unk"][0] > 0 and fit["ci_b_unk"][0] > fit["ci_b_kn"][1], fit["b_unk"] > fit["b_kn"],
-                  "in the same linear model fitted to the hallucination rate, b_unk's 95% interval lies above zero "
-                  "and above b_kn's (reproduced); b_unk above b_kn (partly)",
-                  {"b_kn": fit["b_kn"], "b_unk": fit["b_unk"], "ci_b_kn": fit["ci_b_kn"], "ci_b_unk": fit["ci_b_unk"]})
-
-
 # --- what tuning does to knowledge: conflicting answers (Ren et al. 2024) ---------------------------------
 
 def conflict_rows(base_kwargs_: dict, share: float, size: int, config: tuning.TuneConfig, seeds: list,
@@ -1215,25 +1096,6 @@ def conflict_rows(base_kwargs_: dict, share: float, size: int, config: tuning.Tu
     return rows
 
 
-def verdict_conflict_hurts(accuracy: dict, margin: float = 0.1, tolerance: float = 0.02) -> dict:
-    """Ren et al.: tuning on answers that contradict the base's knowledge hurts.
-
-    accuracy: {counterfactual share: mean held-out accuracy on known people}.
-    Reproduced: accuracy never rises by more than `tolerance` from one share to
-    the next and the largest share is at least `margin` below the smallest;
-    partly: the largest share below the smallest by more than `tolerance`.
-    """
-    shares = sorted(accuracy)
-    values = [accuracy[s] for s in shares]
-    fall = values[0] - values[-1]
-    monotone = all(b <= a + tolerance for a, b in zip(values, values[1:]))
-    return judged(monotone and fall >= margin - 1e-12, fall > tolerance,
-                  f"held-out accuracy falls as the share of counterfactual answers grows (never rising by more "
-                  f"than {tolerance:g}) and ends at least {margin:g} below the consistent set (reproduced); ends "
-                  f"more than {tolerance:g} below it (partly)", {"accuracy": accuracy, "fall": fall,
-                                                                  "monotone": monotone})
-
-
 def spearman(x, y) -> float:
     """Spearman's rho of two sequences; NaN (and no warning) when either has fewer than two distinct values."""
     from scipy.stats import spearmanr
@@ -1243,84 +1105,7 @@ def spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def verdict_consistency_predicts(rows, threshold: float = 0.5) -> dict:
-    """Ren et al.: the consistency of the model's knowledge before and after tuning predicts how well tuning works.
-
-    rows: one per run, with `share`, `rank_correlation` (base vs tuned candidate
-    scores) and `accuracy`. Reproduced: Spearman rho of consistency with
-    accuracy over all runs at least `threshold`, and positive on average within
-    one counterfactual share (so not only through the share); partly: the pooled
-    rho alone; not reproduced otherwise.
-    """
-    import pandas as pd
-    rows = pd.DataFrame(rows)
-    pooled = spearman(rows.rank_correlation, rows.accuracy)
-    within = [r for _, g in rows.groupby("share") if (r := spearman(g.rank_correlation, g.accuracy)) == r]
-    within_mean = float(np.mean(within)) if within else float("nan")
-    return judged(pooled >= threshold and within_mean > 0, pooled >= threshold,
-                  f"Spearman rho of the knowledge's consistency (rank correlation of base and tuned candidate "
-                  f"scores) with held-out accuracy is at least {threshold:g} over all runs and positive on average "
-                  "within one counterfactual share (reproduced); the pooled rho alone (partly)",
-                  {"rho_pooled": pooled, "rho_within_share": within_mean, "num_runs": len(rows)})
-
-
 # --- a real base model on real facts (chapter "A real base model") -------------------------------
-
-KNOWN_CATEGORIES = ("HighlyKnown", "MaybeKnown")  # the categories whose facts the base can already state
-
-
-def real_summary(run: dict, base: dict) -> dict:
-    """Headline numbers of one real-fact run beside its base: accuracy by SliCK category (and over the known
-    ones), hallucination on Unknown facts, KL (full and top-k) with its top-5% share, token-shift shares, and
-    forgetting on the untuned relations (the base's few-shot accuracy there minus the tuned model's)."""
-    from . import realbase, slick
-    answers, before = run["answers"], base["answers"]
-    out = {}
-    for name, rows in (("", answers), ("base_", before)):
-        for category in slick.CATEGORIES:
-            out[f"{name}accuracy_{category}"] = _mean([a["correct"] for a in rows if a["category"] == category])
-        out[f"{name}accuracy_known"] = _mean([a["correct"] for a in rows if a["category"] in KNOWN_CATEGORIES])
-        out[f"{name}hallucination_unknown"] = _mean([a["hallucinated"] for a in rows if a["category"] == "Unknown"])
-    kl = np.array(run["positions"]["kl"])
-    out.update({"kl_mean": float(kl.mean()) if kl.size else float("nan"),
-                "kl_topk_mean": _mean(run["positions"]["kl_topk"]),
-                "kl_top5_share": metrics.kl_summary(kl)["top_share"] if kl.size else float("nan"),
-                **{f"{k}_share": v for k, v in realbase.shift_shares(run["positions"]["base_rank"]).items()},
-                "trainable_fraction": run["train_log"]["trainable_fraction"],
-                "final_loss": float(np.mean(run["train_log"]["loss"][-5:]))})
-    after = run["forgetting"].get("p_after", [])
-    out["fewshot_before"] = _mean(base["p_before"])
-    out["fewshot_after"] = _mean(after)
-    out["forgetting"] = out["fewshot_before"] - out["fewshot_after"]
-    return out
-
-
-def verdict_unlocks_known(rises: list, gain: float = 0.2) -> dict:
-    """Tuning on facts the base knows unlocks the others it knows: held-out accuracy on HighlyKnown and MaybeKnown
-    facts, asked zero-shot in the template, rises over the base's own. rises: tuned minus base accuracy, one per
-    seed. Reproduced: the 95% interval of the rise above `gain`; partly: above 0 and below `gain`; not: at or
-    below 0; inconclusive: it straddles 0 or `gain`."""
-    return interval_verdict(rises, gain, 0.0, "the rise in held-out accuracy on known facts", f"{gain:g}",
-                            f"after tuning on known facts, the 95% interval over seeds of the rise in held-out accuracy "
-                            f"on the facts the base knows (over the base's own, in the template) lies above {gain:g} "
-                            f"(reproduced), between 0 and {gain:g} (partly), at or below 0 (not reproduced); "
-                            "inconclusive when it straddles either")
-
-
-def verdict_unknown_set_worse(known_set: dict, unknown_set: dict, drop: float = 0.05, margin: float = 0.05) -> dict:
-    """Gekhman et al. on a real base: a set of facts the base does not know answers the held-out known facts worse
-    than a set of facts it knows (by `drop`), and hallucinates more on held-out Unknown facts (by `margin`).
-
-    known_set, unknown_set: {"accuracy_known", "hallucination_unknown"}, means over seeds.
-    Reproduced: both; partly: one of the two."""
-    worse = known_set["accuracy_known"] - unknown_set["accuracy_known"]
-    more = unknown_set["hallucination_unknown"] - known_set["hallucination_unknown"]
-    a, b = worse >= drop - 1e-9, more >= margin - 1e-9
-    return judged(a and b, a or b,
-                  f"tuned on unknown facts, the model answers the held-out known facts at least {drop:g} worse and "
-                  f"states at least {margin:g} more wrong answers to held-out Unknown facts than tuned on known facts "
-                  "(reproduced); one of the two (partly)",
-                  {"accuracy_drop": worse, "hallucination_rise": more})
 
 
 MOSTLY = 0.5  # URIAL (Lin et al. 2023): most answer tokens are the base's own top token ("most": over half)
@@ -1345,18 +1130,9 @@ def verdict_mostly_unshifted(estimate: float, low: float, high: float, over: str
                  + (f"; premise: at least {MOSTLY:.0%} of the answers are in the tuned style" if styled_share is not None
                     else ""))
     return {"verdict": outcome, "criterion": criterion,
-            "sentence": f"{estimate:.1%} of answer tokens are unshifted (95% interval {low:.1%}-{high:.1%} {over}); "
+            "sentence": f"{estimate:.1%} of answer tokens are unshifted (95% interval {low:.1%} to {high:.1%} {over}); "
                         f"the claim needs most, over {MOSTLY:.0%}: {outcome}",
             "numbers": {"unshifted": estimate, "interval": [low, high], "threshold": MOSTLY, "over": over,
                         **({"styled_share": styled_share} if styled_share is not None else {})}}
 
 
-def verdict_lora_forgets_less(differences: list, margin: float = 0.02) -> dict:
-    """Biderman et al. 2024: LoRA forgets less than full fine-tuning. differences: full's forgetting (few-shot
-    accuracy lost on untuned relations) minus LoRA's, paired by seed and tuning set. Reproduced: the 95% interval
-    above `margin`; partly: above 0 and below `margin`; not: at or below 0; inconclusive: it straddles either."""
-    return interval_verdict(differences, margin, 0.0, "full fine-tuning's forgetting minus LoRA's", f"{margin:g}",
-                            f"the 95% interval (over seeds and tuning sets) of full fine-tuning's few-shot accuracy "
-                            f"lost on the untuned relations minus LoRA's lies above {margin:g} (reproduced), between 0 "
-                            f"and {margin:g} (partly), at or below 0 (not reproduced); inconclusive when it straddles "
-                            "either", over="seed-and-set pairs")

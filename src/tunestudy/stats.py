@@ -22,8 +22,8 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-__all__ = ["LEVEL", "OUTCOMES", "bootstrap_interval", "decide", "equivalent", "ratio_interval", "sentence",
-           "t_interval"]
+__all__ = ["LEVEL", "OUTCOMES", "bootstrap_interval", "decide", "equivalent", "interval_text", "place", "ratio_interval",
+           "sentence", "t_interval"]
 
 LEVEL = 0.95
 OUTCOMES = ("reproduced", "partly reproduced", "not reproduced", "inconclusive", "premise not met")
@@ -61,7 +61,9 @@ def ratio_interval(numerators, denominators, level: float = LEVEL) -> tuple:
 def bootstrap_interval(items_by_seed: list, statistic=np.mean, level: float = LEVEL, n_resamples: int = 2000,
                        seed: int = 0) -> tuple:
     """(estimate, low, high): a percentile bootstrap that resamples the seeds, then the items within each
-    resampled seed, and averages `statistic` over the seeds; the estimate is the plain mean over seeds."""
+    resampled seed, and averages `statistic` over the seeds; the estimate is the plain mean over seeds. An
+    item may be a row of several numbers (a 2-D array per seed, one row per item): the rows are resampled
+    whole, so two methods measured on the same items stay paired."""
     groups = [np.asarray(g, dtype=float) for g in items_by_seed if len(g)]
     if not groups:
         return (math.nan, math.nan, math.nan)
@@ -70,7 +72,7 @@ def bootstrap_interval(items_by_seed: list, statistic=np.mean, level: float = LE
     draws = np.empty(n_resamples)
     for b in range(n_resamples):
         chosen = rng.integers(len(groups), size=len(groups))
-        draws[b] = np.mean([statistic(groups[i][rng.integers(groups[i].size, size=groups[i].size)])
+        draws[b] = np.mean([statistic(groups[i][rng.integers(len(groups[i]), size=len(groups[i]))])
                             for i in chosen])
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return (estimate, float(low), float(high))
@@ -117,10 +119,27 @@ def decide(low: float, high: float, reproduced_above: float, partly_above: float
     return "inconclusive"
 
 
+def place(low: float, high: float, above: float) -> str:
+    """One part of a claim read off an interval: "yes" when it lies above `above`, "no" when at or below it,
+    "undecided" when it straddles it or there is none (one seed)."""
+    if math.isnan(low) or math.isnan(high):
+        return "undecided"
+    if low > above:
+        return "yes"
+    if high <= above:
+        return "no"
+    return "undecided"
+
+
+def interval_text(low: float, high: float, fmt: str = ".2f") -> str:
+    """ "95% interval 0.12 to 0.34", or "no interval" (one seed)."""
+    return "no interval" if math.isnan(low) or math.isnan(high) else f"95% interval {low:{fmt}} to {high:{fmt}}"
+
+
 def sentence(quantity: str, estimate: float, low: float, high: float, seeds: int, needs: str, outcome: str,
              digits: int = 2, unit: str = "seeds") -> str:
-    """The verdict as a student reads it: "full's mean KL is 1.35x LoRA's (95% interval 0.90-1.90 over 3 seeds);
+    """The verdict as a student reads it: "full's mean KL is 1.35x LoRA's (95% interval 0.90 to 1.90 over 3 seeds);
     the claim needs 3x: not reproduced". `unit`: what the interval is over."""
-    interval = (f"95% interval {low:.{digits}f}-{high:.{digits}f} over {seeds} {unit}"
+    interval = (f"95% interval {low:.{digits}f} to {high:.{digits}f} over {seeds} {unit}"
                 if not (math.isnan(low) or math.isnan(high)) else f"no interval from {seeds} {unit}")
     return f"{quantity} is {estimate:.{digits}f} ({interval}); the claim needs {needs}: {outcome}"
