@@ -183,3 +183,18 @@ def test_bad_workers_one_line(workers, toy, capsys):
     assert main(["book", "--workers", workers], table=(toy,)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "workers must be a positive integer" in err
+
+
+def test_a_run_records_every_parameter_and_its_provenance_beside_the_results(toy, tmp_path):
+    """results/<chapter>.run.json: the parameters cell's values updated by the injected ones (here the table's
+    label and the seed given), and where and how it ran; the results file itself is not touched."""
+    import json
+    out_dir = tmp_path / "out"
+    runs.run_chapter(toy, {"seed": 7}, output_dir=out_dir)
+    record = json.loads((out_dir / "results" / "toy.run.json").read_text())
+    assert record["parameters"] == {"seed": 7, "label": "book", "smoke": False}
+    prov = record["provenance"]
+    assert prov["runs_built"] == 0 and prov["seconds"] > 0 and prov["threads"] >= 1
+    assert set(prov["packages"]) == set(runs.PROVENANCE_PACKAGES) and prov["packages"]["torch"]
+    assert prov["date"].endswith("Z") and len(prov["commit"]) in (0, 40)
+    assert not (out_dir / "results" / "toy.json").exists()

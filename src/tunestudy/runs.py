@@ -266,9 +266,67 @@ def _execute(chapter: Chapter, parameters: dict, output_dir: Path, kernel_env: d
     nbformat.write(nb, running)
     os.replace(running, out)
     record_seconds(chapter, output_dir, seconds, progress.count())
+    write_run_record(chapter, parameters, output_dir, seconds, progress.count(), kernel_env)
     took = f" = {format_seconds(seconds)}" if seconds >= 60 else ""
     announce(f"{chapter.name}: done in {seconds:.1f} s{took}{progress.last_run_text()}, {progress.count()} runs built")
     return out
+
+
+RUN_RECORD = "{name}.run.json"  # in <output_dir>/results, beside the chapter's results file
+PROVENANCE_PACKAGES = ("torch", "transformers", "peft", "accelerate", "numpy", "scipy", "statsmodels", "pandas",
+                       "papermill", "datasets")
+
+
+def write_run_record(chapter: Chapter, parameters: dict, output_dir: Path, seconds: float, built: int,
+                     kernel_env: dict | None = None) -> Path:
+    """results/<chapter>.run.json: every parameter the chapter ran with (its parameters cell as the notebook has
+    it, updated by what was injected; recorded here, never listed by hand) and the execution's provenance (commit,
+    package versions, CPU model and flags, threads, date, wall time, runs built: 0 means every run came from the
+    artifact cache). A file of its own, so that the results file stays the same bytes for the same numbers."""
+    from . import parameter_cells
+    import importlib.metadata as metadata
+    record = {"chapter": chapter.name, "notebook": chapter.notebook,
+              "parameters": {**parameter_cells.notebook_parameter_values(chapter.source), **parameters},
+              "provenance": provenance(seconds, built, kernel_env)}
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    record["provenance"]["packages"] = versions
+    path = Path(output_dir) / "results" / RUN_RECORD.format(name=chapter.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def provenance(seconds: float, built: int, kernel_env: dict | None = None) -> dict:
+    """Where and how a chapter was executed: commit (and whether the tree had uncommitted changes), Python, the
+    CPU's model and the flags that change its float kernels, cores, the kernel's torch threads, UTC date, wall
+    seconds, and the runs built."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    cpu, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not cpu:
+                cpu = line.partition(":")[2].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    threads = (kernel_env or {}).get(THREAD_VARIABLES[0]) or os.environ.get(THREAD_VARIABLES[0]) or str(os.cpu_count())
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "python": sys.version.split()[0], "cpu": cpu,
+            "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"}),
+            "cores": os.cpu_count(), "threads": int(threads), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(seconds, 1), "runs_built": built}
 
 
 _print_lock = threading.Lock()
