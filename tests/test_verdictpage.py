@@ -30,3 +30,17 @@ def test_every_verdict_is_a_row_and_interval_verdicts_are_drawn(tmp_path):
     assert page.count("| [") == 3 and "(mean over seeds, no interval)" in page
     assert "95% interval 0.92-2.05 over 3 seeds" in page
     assert (tmp_path / "book" / verdictpage.FIGURE).stat().st_size > 1000
+
+
+def test_a_second_group_of_verdicts_is_listed_under_its_name(tmp_path):
+    """Chapter 11 keeps its format-free verdicts apart (`format_free_verdicts`): they are rows too."""
+    table = runs.CHAPTERS[1:2]
+    folder = tmp_path / "book" / "chapters" / "results"
+    folder.mkdir(parents=True)
+    (folder / f"{table[0].name}.json").write_text(json.dumps({
+        "verdicts": {"full": {"verdict": "not reproduced", "numbers": {}}},
+        "format_free_verdicts": {"full": {"verdict": "partly reproduced", "numbers": {}}},
+        "verdict": "a string, not a group"}))
+    rows = verdictpage.collect(table, folder.parent)
+    assert [(r["claim"], r["outcome"]) for r in rows] == [("full", "not reproduced"),
+                                                          ("format free / full", "partly reproduced")]

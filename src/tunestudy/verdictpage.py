@@ -34,7 +34,9 @@ def collect(table, chapters_dir: Path) -> list:
         if not path.exists():
             continue
         results = json.loads(path.read_text())
-        for claim, verdict in _verdicts(results.get("verdicts", {}), ""):
+        groups = [(key, results[key]) for key in results if key.endswith("verdicts") and isinstance(results[key], dict)]
+        for claim, verdict in (pair for key, node in groups  # "verdicts", and e.g. chapter 11's "format_free_verdicts"
+                               for pair in _verdicts(node, "" if key == "verdicts" else key[:-len("_verdicts")])):
             numbers = verdict.get("numbers", {})
             row = {"chapter": chapter.name, "title": chapter.title, "claim": claim or "the chapter's claim",
                    "outcome": verdict["verdict"], "rule": verdict.get("criterion", ""),
