@@ -83,7 +83,7 @@ def forest_figure(rows: list):
         axes[0, 0].text(0.5, 0.5, "no verdict decided from an interval yet", ha="center", va="center")
         axes[0, 0].set_axis_off()
     fig.suptitle("Each verdict's quantity with its 95% interval; dashed: the claim's thresholds", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the first row
     return fig
 
 
