@@ -116,7 +116,7 @@ OVERRIDES: dict[str, dict] = {
     "06_lora_vs_full": {
         # full_lrs and wide_lora_lrs equal LORA_GRID's full_lrs and lora_lrs today; written here, not tied to it
         "lora_lrs": "1e-2,3e-2,6e-2", "full_lrs": "3e-4,1e-3,3e-3", "wide_lora_lrs": "3e-3,1e-2,3e-2",
-        "sweep_seeds": 1, "num_bases": 3,
+        "sweep_seeds": 3, "num_bases": 3,
     },
     "07_style_copying": {"unknown_fraction": 0.5},
     "08_key_tokens": {**WIDE_LORA_AS_LORA},
