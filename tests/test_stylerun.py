@@ -254,3 +254,16 @@ def test_a_bad_rate_list_is_one_line_naming_it(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         C.parse_rates("lora_lrs", text)
     assert C.parse_rates("lora_lrs", "5e-4, 2e-4,5e-4") == [2e-4, 5e-4]
+
+
+def test_the_chapter_helpers_against_hand_counts():
+    """best_dev, known_differences and role_kl_interval on rows whose answers are counted by hand."""
+    assert C.best_dev({"epochs": [{"dev_accuracy": 0.5}, {"dev_accuracy": 0.75}, {"dev_accuracy": 0.7}]}) == 0.75
+    a = [{"correct": True, "category": "HighlyKnown"}, {"correct": False, "category": "Unknown"},
+         {"correct": False, "category": "MaybeKnown"}, {"correct": True, "category": "MaybeKnown"}]
+    b = [{"correct": False, "category": "HighlyKnown"}, {"correct": True, "category": "Unknown"},
+         {"correct": True, "category": "MaybeKnown"}, {"correct": True, "category": "MaybeKnown"}]
+    assert C.known_differences(a, b, stylerun.KNOWN).tolist() == [1.0, -1.0, 0.0]  # the Unknown fact left out
+    rows = [facts_rows(2.0, 0.5, seed=s) for s in range(3)]  # 10 style tokens at 2.0, 2 value tokens at 0.5 each
+    assert C.role_kl_interval(rows, "style") == pytest.approx((2.0, 2.0, 2.0))
+    assert C.role_kl_interval(rows, "value") == pytest.approx((0.5, 0.5, 0.5))

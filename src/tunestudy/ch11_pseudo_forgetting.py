@@ -62,6 +62,14 @@ def _both(first: str, second: str) -> str:
     return "yes" if first == second == "yes" else "undecided"
 
 
+def _too_few_lengths(rows, kept: list, left_out: list, criterion: str, numbers: dict) -> dict | None:
+    """The verdict "premise not met" when fewer than two tuning lengths ran on every seed; None otherwise."""
+    if len(kept) >= 2:
+        return None
+    return _premise_not_met(f"only {len(kept)} tuning length(s) ran on every seed (left out: {left_out}); the two "
+                            f"stages need two", criterion, {**numbers, "seeds": int(rows['seed'].nunique())})
+
+
 def _premise_not_met(reason: str, criterion: str, numbers: dict) -> dict:
     return {"verdict": "premise not met", "criterion": criterion, "sentence": f"{reason}: premise not met",
             "numbers": numbers}
@@ -92,9 +100,8 @@ def verdict_pseudo_forgetting(rows) -> dict:
     """
     kept, left_out = lengths_on_every_seed(rows)
     numbers = {"lengths": kept, "left_out_lengths": left_out, "threshold": PSEUDO, "actual_threshold": ACTUAL}
-    if len(kept) < 2:
-        return _premise_not_met(f"only {len(kept)} tuning length(s) ran on every seed (left out: {left_out}); the "
-                                f"two stages need two", PSEUDO_CRITERION, {**numbers, "seeds": int(rows['seed'].nunique())})
+    if (premise := _too_few_lengths(rows, kept, left_out, PSEUDO_CRITERION, numbers)) is not None:
+        return premise
     short, long = kept[0], kept[-1]
     share = {}
     for r in rows.itertuples():
@@ -164,9 +171,8 @@ def verdict_knowledge_survives(rows) -> dict:
     """
     kept, left_out = lengths_on_every_seed(rows)
     numbers = {"lengths": kept, "left_out_lengths": left_out, "threshold": TOLERANCE, "probe_threshold": PROBE_LOSS}
-    if len(kept) < 2:
-        return _premise_not_met(f"only {len(kept)} tuning length(s) ran on every seed (left out: {left_out}); the "
-                                f"two stages need two", SURVIVES_CRITERION, {**numbers, "seeds": int(rows['seed'].nunique())})
+    if (premise := _too_few_lengths(rows, kept, left_out, SURVIVES_CRITERION, numbers)) is not None:
+        return premise
     short, long = kept[0], kept[-1]
     wide = {e: rows[rows["epochs"] == e].set_index("seed").sort_index() for e in (short, long)}
     lost = {e: {"probe": (w["before"] - w["after"]).to_numpy(dtype=float),

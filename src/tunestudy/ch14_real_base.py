@@ -63,13 +63,31 @@ def run_all(load_from: str, label_spec, pool: list, dev: list, test: list, untun
             for config in rate_configs:
                 run = one(answers, MAIN_SET, config, seed)
                 runs[answers, MAIN_SET, method, config.lr, seed] = run
-                scores.append((max(e["dev_accuracy"] for e in run["epochs"]), -config.lr, config))
+                scores.append((best_dev(run), -config.lr, config))
             picked = max(scores, key=lambda s: (np.nan_to_num(s[0], nan=-1.0), s[1]))[2]
             picks[seed, method] = picked.lr
             runs[answers, UNKNOWN_SET, method, picked.lr, seed] = one(answers, UNKNOWN_SET, picked, seed)
             if contrast:
                 runs[contrast, MAIN_SET, method, picked.lr, seed] = one(contrast, MAIN_SET, picked, seed)
     return {"runs": runs, "picks": picks}
+
+
+def best_dev(run: dict) -> float:
+    """The run's best development accuracy over its epochs: what the early-stopped checkpoint and the rate pick read."""
+    return max(e["dev_accuracy"] for e in run["epochs"])
+
+
+def known_differences(rows: list, other: list, known: tuple) -> np.ndarray:
+    """Per test fact of a known category (both lists in test order): right in `rows` (1 or 0) minus right in `other`.
+    The items a bootstrap resamples for a difference in accuracy on known facts (two runs, or a run and the base)."""
+    return np.array([float(a["correct"]) - float(b["correct"]) for a, b in zip(rows, other) if a["category"] in known])
+
+
+def role_kl_interval(fact_rows_by_seed: list, role: str) -> tuple:
+    """(mean KL per token of the role, low, high): `fact_rows` per seed, the seeds and their facts resampled."""
+    kl, count = {"style": (0, 1), "value": (2, 3)}[role]
+    items = [np.column_stack([rows[:, kl], rows[:, count]]) for rows in fact_rows_by_seed]
+    return stats.bootstrap_interval(items, lambda r: r[:, 0].sum() / max(r[:, 1].sum(), 1))
 
 
 def summary(run: dict, base: dict, known: tuple) -> dict:
